@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Stop the local cluster started by cluster-up.sh: every component's process group
+# (SIGTERM, then SIGKILL after a deadline), node agent first so it can stop its pods
+# gracefully. Leaves no process behind. Keeps the run dir (logs) unless --purge.
+#
+# Usage: tests/scripts/cluster-down.sh [--purge]
+# Env:   IQ720_RUN_DIR (default <repo>/.run/cluster)
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+purge=false
+case ${1:-} in
+--purge) purge=true ;;
+"") ;;
+*) die "usage: $0 [--purge]" ;;
+esac
+RUN=$IQ720_RUN_DIR
+case $(realpath -m "$RUN") in
+/ | "$(realpath -m "$HOME")" | "$IQ720_REPO") die "refusing to use IQ720_RUN_DIR=$RUN" ;;
+esac
+
+# group_alive PGID: true while any process of the group is alive.
+group_alive() { kill -0 -- "-$1" 2>/dev/null; }
+
+# stop_all TIMEOUT NAME...: SIGTERM each named component's process group, wait for
+# all of them to exit, SIGKILL what is left after TIMEOUT seconds.
+stop_all() {
+	local timeout=$1 name pid
+	shift
+	local pids=()
+	for name in "$@"; do
+		local f=$RUN/pids/$name.pid
+		[[ -s $f ]] || continue
+		pid=$(<"$f")
+		if [[ $pid =~ ^[0-9]+$ ]] && group_alive "$pid"; then
+			log "stopping $name (process group $pid)"
+			kill -TERM -- "-$pid" 2>/dev/null || true
+			pids+=("$pid")
+		fi
+		rm -f "$f"
+	done
+	((${#pids[@]})) || return 0
+	local deadline=$((SECONDS + timeout)) left
+	while :; do
+		left=()
+		for pid in "${pids[@]}"; do group_alive "$pid" && left+=("$pid"); done
+		((${#left[@]})) || return 0
+		if ((SECONDS >= deadline)); then
+			warn "process groups ${left[*]} still alive after ${timeout}s: SIGKILL"
+			for pid in "${left[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+			sleep 0.2
+			return 0
+		fi
+		sleep 0.2
+	done
+}
+
+# Processes a crashed node agent may have left: anything whose working directory is
+# in the node agent's state dir (pod processes run there). Never this shell's ancestors.
+kill_strays() {
+	local node_dir proc pid cwd self_chain=" $$ " p=$$
+	node_dir=$(realpath -m "$RUN/node")
+	while [[ $p -gt 1 ]]; do
+		p=$(awk '{print $4}' "/proc/$p/stat" 2>/dev/null) || break
+		self_chain+="$p "
+	done
+	for proc in /proc/[0-9]*; do
+		pid=${proc#/proc/}
+		[[ $self_chain == *" $pid "* ]] && continue
+		cwd=$(readlink "$proc/cwd" 2>/dev/null) || continue
+		if [[ $cwd == "$node_dir" || $cwd == "$node_dir"/* ]]; then
+			warn "killing stray process $pid ($(tr '\0' ' ' <"$proc/cmdline" 2>/dev/null | cut -c1-120)) in $cwd"
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+	done
+}
+
+if [[ -d $RUN/pids ]]; then
+	# The node agent stops its pods on SIGTERM; give it time for their grace periods.
+	stop_all 60 localnode
+	stop_all 30 kube-scheduler kube-controller-manager minio
+	stop_all 30 kube-apiserver
+	stop_all 30 etcd
+	# Anything else that left a pid file (a component added later).
+	shopt -s nullglob
+	rest=("$RUN"/pids/*.pid)
+	shopt -u nullglob
+	if ((${#rest[@]})); then
+		names=()
+		for f in "${rest[@]}"; do
+			n=${f##*/}
+			names+=("${n%.pid}")
+		done
+		stop_all 30 "${names[@]}"
+	fi
+fi
+[[ -d $RUN ]] && kill_strays
+rm -f "$RUN/env"
+
+if $purge; then
+	rm -rf "$RUN"
+	log "cluster stopped; removed $RUN"
+else
+	log "cluster stopped (logs kept in $RUN/logs; --purge removes $RUN)"
+fi

@@ -1,0 +1,319 @@
+#!/usr/bin/env bash
+# Start a real local Kubernetes cluster for tests and the demo:
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler (one Go binary built
+#   from k8s.io/kubernetes, see tests/controlplane), MinIO with the test bucket, and the
+#   local node agent (iq720-localnode) that runs pods as local processes.
+# Every component listens on free loopback ports only. Layout: tests/scripts/README.md.
+#
+# Idempotent: when the run dir's cluster is alive and healthy it does nothing; a
+# partial or dead one is stopped and started afresh.
+# Prints the env file path on stdout (source it: KUBECONFIG, S3 endpoint, ...).
+#
+# Usage: tests/scripts/cluster-up.sh
+# Env:   IQ720_RUN_DIR (default <repo>/.run/cluster), IQ720_CACHE_DIR,
+#        CARGO_TARGET_DIR (default <repo>/target),
+#        KUBEBUILDER_ASSETS (optional: take kube-apiserver and etcd from there),
+#        IQ720_UP_TIMEOUT (seconds for each wait, default 180)
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+need kubectl openssl python3 setsid curl base64
+RUN=$IQ720_RUN_DIR
+SCRIPTS=$IQ720_REPO/tests/scripts
+TIMEOUT=${IQ720_UP_TIMEOUT:-180}
+TARGET_DIR=${CARGO_TARGET_DIR:-$IQ720_REPO/target}
+NODE_SRC=$IQ720_REPO/tests/src/bin/iq720-localnode.rs
+TESTPROC_SRC=$IQ720_REPO/tests/src/bin/iq720-testproc.rs
+BOT_SRC=$IQ720_REPO/bot/src/main.rs
+t0=$SECONDS
+
+# ---------------------------------------------------------------- health check
+apiserver_ready() { curl -fsS --max-time 5 --cacert "$RUN/pki/ca.crt" "$KUBE_URL/readyz" >/dev/null; }
+etcd_ready() { curl -fsS --max-time 5 "http://127.0.0.1:$ETCD_PORT/health" | grep -q '"health":"true"'; }
+https_ok() { curl -fsSk --max-time 5 "https://127.0.0.1:$1/healthz" >/dev/null; }
+minio_ready() { curl -fsS --max-time 5 "http://127.0.0.1:$MINIO_PORT/minio/health/ready" >/dev/null; }
+node_ready() {
+	[[ $(kubectl --kubeconfig "$RUN/kubeconfig" get node "$IQ720_NODE_NAME" \
+		-o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
+}
+default_sa() { kubectl --kubeconfig "$RUN/kubeconfig" -n default get serviceaccount default >/dev/null 2>&1; }
+
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler minio)
+
+healthy() {
+	[[ -s $RUN/env && -s $RUN/state ]] || return 1
+	# shellcheck disable=SC1091
+	source "$RUN/state"
+	local c
+	for c in "${components[@]}"; do pid_alive "$RUN/pids/$c.pid" || return 1; done
+	if [[ -f $NODE_SRC ]]; then
+		pid_alive "$RUN/pids/localnode.pid" && node_ready || return 1
+	fi
+	apiserver_ready && etcd_ready && minio_ready && https_ok "$KCM_PORT" && https_ok "$SCHED_PORT"
+}
+
+if healthy; then
+	log "cluster in $RUN is already up and healthy"
+	printf '%s\n' "$RUN/env"
+	exit 0
+fi
+if [[ -d $RUN ]]; then
+	log "run dir $RUN holds a stopped or partial cluster: stopping it and starting afresh"
+	bash "$SCRIPTS/cluster-down.sh" --purge
+fi
+
+mkdir -p "$RUN"/{logs,pids,pki,node}
+log "starting a local cluster in $RUN"
+
+# ----------------------------------------------------------------- on failure
+up_ok=false
+on_exit() {
+	$up_ok && return
+	warn "cluster-up failed; last lines of each component log:"
+	local f
+	for f in "$RUN"/logs/*.log; do
+		[[ -s $f ]] || continue
+		printf '\n==> %s <==\n' "$f" >&2
+		tail -n 15 "$f" >&2
+	done
+	warn "stopping what was started (logs kept in $RUN/logs)"
+	bash "$SCRIPTS/cluster-down.sh" >&2 || true
+}
+trap on_exit EXIT
+
+# ----------------------------------------------------------------- binaries
+# Rust binaries (node agent, test process, bot) build in the background while the
+# Go binaries are fetched or built and the control plane starts.
+rust_pid=
+if [[ -f $NODE_SRC ]]; then
+	need cargo
+	(
+		cd "$IQ720_REPO"
+		bins=(--bin iq720-localnode)
+		[[ -f $TESTPROC_SRC ]] && bins+=(--bin iq720-testproc)
+		cargo build -p iq720-tests "${bins[@]}" || exit 1
+		if [[ -f $BOT_SRC ]]; then
+			cargo build -p iq720-bot --bin iq720-bot ||
+				echo "WARNING: iq720-bot did not build; the image map will not list it"
+		fi
+	) >"$RUN/logs/build-rust.log" 2>&1 &
+	rust_pid=$!
+else
+	warn "$NODE_SRC does not exist yet: starting the control plane WITHOUT a node (pods stay Pending)"
+fi
+
+minio_out=$RUN/logs/build-minio.log
+bash "$SCRIPTS/install-minio.sh" >"$RUN/minio-bin" 2>"$minio_out" &
+minio_build_pid=$!
+CP=$(bash "$SCRIPTS/build-controlplane.sh") || die "control-plane build failed"
+if [[ -n ${KUBEBUILDER_ASSETS:-} ]]; then
+	for b in kube-apiserver etcd; do
+		[[ -x $KUBEBUILDER_ASSETS/$b ]] || die "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS has no executable $b"
+	done
+	log "using kube-apiserver and etcd from KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
+	ETCD_CMD=("$KUBEBUILDER_ASSETS/etcd")
+	APISERVER_CMD=("$KUBEBUILDER_ASSETS/kube-apiserver")
+else
+	ETCD_CMD=("$CP" etcd)
+	APISERVER_CMD=("$CP" kube-apiserver)
+fi
+
+# ----------------------------------------------------------------- ports, PKI
+read -r ETCD_PORT ETCD_PEER_PORT KUBE_PORT KCM_PORT SCHED_PORT MINIO_PORT MINIO_CONSOLE_PORT \
+	<<<"$(free_ports 7 | tr '\n' ' ')"
+KUBE_URL=https://127.0.0.1:$KUBE_PORT
+ADMIN_TOKEN=$(openssl rand -hex 32)
+S3_ACCESS_KEY=iq720admin
+S3_SECRET_KEY=$(openssl rand -hex 20)
+cat >"$RUN/state" <<EOF
+ETCD_PORT=$ETCD_PORT
+ETCD_PEER_PORT=$ETCD_PEER_PORT
+KUBE_PORT=$KUBE_PORT
+KUBE_URL=$KUBE_URL
+KCM_PORT=$KCM_PORT
+SCHED_PORT=$SCHED_PORT
+MINIO_PORT=$MINIO_PORT
+MINIO_CONSOLE_PORT=$MINIO_CONSOLE_PORT
+EOF
+
+pki=$RUN/pki
+(
+	cd "$pki"
+	openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 \
+		-subj "/CN=iq720-local-ca" \
+		-addext "basicConstraints=critical,CA:TRUE" \
+		-addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature"
+	openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver"
+	printf '%s\n' \
+		"subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" \
+		"basicConstraints=critical,CA:FALSE" \
+		"keyUsage=critical,digitalSignature,keyEncipherment" \
+		"extendedKeyUsage=serverAuth" >apiserver.ext
+	openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+		-out apiserver.crt -days 3650 -extfile apiserver.ext
+	openssl genrsa -out sa.key 2048
+	openssl rsa -in sa.key -pubout -out sa.pub
+	printf '%s,admin,admin,"system:masters"\n' "$ADMIN_TOKEN" >tokens.csv
+	chmod 600 ./*.key tokens.csv
+) >"$RUN/logs/pki.log" 2>&1 || die "PKI generation failed (see $RUN/logs/pki.log)"
+
+cat >"$RUN/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: iq720-local
+  cluster:
+    server: $KUBE_URL
+    certificate-authority-data: $(base64 -w0 <"$pki/ca.crt")
+users:
+- name: admin
+  user:
+    token: $ADMIN_TOKEN
+contexts:
+- name: iq720-local
+  context:
+    cluster: iq720-local
+    user: admin
+    namespace: default
+current-context: iq720-local
+EOF
+chmod 600 "$RUN/kubeconfig"
+
+# start NAME CMD...: run CMD in its own session/process group (so cluster-down can
+# stop it with everything it spawned); log to logs/NAME.log, pid to pids/NAME.pid.
+start() {
+	local name=$1
+	shift
+	setsid "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null &
+	echo $! >"$RUN/pids/$name.pid"
+}
+
+# ----------------------------------------------------------------- etcd
+start etcd "${ETCD_CMD[@]}" \
+	--name iq720 \
+	--data-dir "$RUN/etcd" \
+	--listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+	--advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+	--listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+	--initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+	--initial-cluster "iq720=http://127.0.0.1:$ETCD_PEER_PORT" \
+	--unsafe-no-fsync \
+	--log-level warn
+wait_for "$TIMEOUT" "etcd /health" etcd_ready || die "etcd did not become healthy"
+log "etcd up on 127.0.0.1:$ETCD_PORT"
+
+# ----------------------------------------------------------------- kube-apiserver
+start kube-apiserver "${APISERVER_CMD[@]}" \
+	--etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+	--bind-address 127.0.0.1 \
+	--advertise-address 127.0.0.1 \
+	--secure-port "$KUBE_PORT" \
+	--cert-dir "$pki" \
+	--tls-cert-file "$pki/apiserver.crt" \
+	--tls-private-key-file "$pki/apiserver.key" \
+	--client-ca-file "$pki/ca.crt" \
+	--token-auth-file "$pki/tokens.csv" \
+	--service-account-issuer https://kubernetes.default.svc.cluster.local \
+	--service-account-key-file "$pki/sa.pub" \
+	--service-account-signing-key-file "$pki/sa.key" \
+	--service-cluster-ip-range 10.96.0.0/16 \
+	--endpoint-reconciler-type none \
+	--authorization-mode Node,RBAC \
+	--allow-privileged=true \
+	--profiling=false
+# MinIO: its install may still be running; start it as soon as it is there.
+wait "$minio_build_pid" || die "MinIO install failed (see $minio_out)"
+MINIO_BIN=$(<"$RUN/minio-bin")
+rm -f "$RUN/minio-bin"
+start minio env MINIO_ROOT_USER="$S3_ACCESS_KEY" MINIO_ROOT_PASSWORD="$S3_SECRET_KEY" \
+	MINIO_BROWSER=off MINIO_UPDATE=off MINIO_CALLHOME_ENABLE=off \
+	"$MINIO_BIN" server \
+	--address "127.0.0.1:$MINIO_PORT" \
+	--console-address "127.0.0.1:$MINIO_CONSOLE_PORT" \
+	"$RUN/minio"
+
+wait_for "$TIMEOUT" "kube-apiserver /readyz" apiserver_ready || die "kube-apiserver did not become ready"
+log "kube-apiserver ready at $KUBE_URL"
+
+# ----------------------------------------------------------------- controllers
+start kube-controller-manager "$CP" kube-controller-manager \
+	--kubeconfig "$RUN/kubeconfig" \
+	--authentication-kubeconfig "$RUN/kubeconfig" \
+	--authorization-kubeconfig "$RUN/kubeconfig" \
+	--bind-address 127.0.0.1 \
+	--secure-port "$KCM_PORT" \
+	--leader-elect=false \
+	--service-account-private-key-file "$pki/sa.key" \
+	--root-ca-file "$pki/ca.crt" \
+	--use-service-account-credentials=true \
+	--cluster-signing-cert-file "$pki/ca.crt" \
+	--cluster-signing-key-file "$pki/ca.key" \
+	--controllers '*,-nodeipam' \
+	--profiling=false
+start kube-scheduler "$CP" kube-scheduler \
+	--kubeconfig "$RUN/kubeconfig" \
+	--authentication-kubeconfig "$RUN/kubeconfig" \
+	--authorization-kubeconfig "$RUN/kubeconfig" \
+	--bind-address 127.0.0.1 \
+	--secure-port "$SCHED_PORT" \
+	--leader-elect=false \
+	--profiling=false
+
+# ----------------------------------------------------------------- MinIO bucket
+wait_for "$TIMEOUT" "MinIO /minio/health/ready" minio_ready || die "MinIO did not become ready"
+S3_ENDPOINT=http://127.0.0.1:$MINIO_PORT
+code=$(s3_request PUT "$S3_ENDPOINT/$IQ720_S3_BUCKET" "$S3_ACCESS_KEY" "$S3_SECRET_KEY" "$IQ720_S3_REGION")
+[[ $code == 200 || $code == 409 ]] || die "creating bucket $IQ720_S3_BUCKET failed: HTTP $code"
+code=$(s3_request HEAD "$S3_ENDPOINT/$IQ720_S3_BUCKET" "$S3_ACCESS_KEY" "$S3_SECRET_KEY" "$IQ720_S3_REGION")
+[[ $code == 200 ]] || die "bucket $IQ720_S3_BUCKET is not there after creation: HTTP $code"
+log "MinIO up at $S3_ENDPOINT with bucket $IQ720_S3_BUCKET"
+
+wait_for "$TIMEOUT" "kube-controller-manager /healthz" https_ok "$KCM_PORT" ||
+	die "kube-controller-manager did not become healthy"
+wait_for "$TIMEOUT" "kube-scheduler /healthz" https_ok "$SCHED_PORT" ||
+	die "kube-scheduler did not become healthy"
+log "kube-controller-manager and kube-scheduler healthy"
+
+# ----------------------------------------------------------------- node agent
+{
+	echo "# Image map for iq720-localnode: image -> local binary (re-read at every container start)."
+	echo "images:"
+	if [[ -n $rust_pid ]]; then
+		wait "$rust_pid" || die "building the node agent failed (see $RUN/logs/build-rust.log)"
+		if [[ -x $TARGET_DIR/debug/iq720-bot ]]; then
+			printf '  "ghcr.io/iq720/iq720-bot:*":\n    command: "%s"\n' "$TARGET_DIR/debug/iq720-bot"
+		fi
+		if [[ -x $TARGET_DIR/debug/iq720-testproc ]]; then
+			printf '  "iq720.io/testproc:latest":\n    command: "%s"\n' "$TARGET_DIR/debug/iq720-testproc"
+		fi
+	fi
+} >"$RUN/images.yaml"
+grep -q '^  "' "$RUN/images.yaml" || echo "  {}" >>"$RUN/images.yaml"
+if [[ -n $rust_pid ]]; then
+	start localnode "$TARGET_DIR/debug/iq720-localnode" \
+		--kubeconfig "$RUN/kubeconfig" \
+		--node-name "$IQ720_NODE_NAME" \
+		--state-dir "$RUN/node" \
+		--image-map "$RUN/images.yaml"
+	wait_for "$TIMEOUT" "node $IQ720_NODE_NAME Ready" node_ready || die "node $IQ720_NODE_NAME did not become Ready"
+	log "node $IQ720_NODE_NAME Ready"
+fi
+
+wait_for "$TIMEOUT" "ServiceAccount default/default" default_sa || die "the default ServiceAccount did not appear"
+
+# ----------------------------------------------------------------- env file
+cat >"$RUN/env.tmp" <<EOF
+export KUBECONFIG=$RUN/kubeconfig
+export IQ720_RUN_DIR=$RUN
+export IQ720_S3_ENDPOINT=$S3_ENDPOINT
+export IQ720_S3_BUCKET=$IQ720_S3_BUCKET
+export IQ720_S3_ACCESS_KEY=$S3_ACCESS_KEY
+export IQ720_S3_SECRET_KEY=$S3_SECRET_KEY
+export IQ720_S3_REGION=$IQ720_S3_REGION
+export IQ720_IMAGE_MAP=$RUN/images.yaml
+export IQ720_NODE_NAME=$IQ720_NODE_NAME
+export IQ720_KUBE_APISERVER=$KUBE_URL
+EOF
+mv -f "$RUN/env.tmp" "$RUN/env"
+up_ok=true
+log "cluster up in $((SECONDS - t0))s (source $RUN/env)"
+printf '%s\n' "$RUN/env"
