@@ -1,0 +1,155 @@
+//! The `BackupSchedule` custom resource: scheduled, verified S3 backups of the trade
+//! databases of the bots it selects.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::S3Location;
+
+/// Annotation that asks for a backup now. Set it to any new value (for example the
+/// current time); the operator takes one backup per distinct value and records the
+/// value it handled in `status.lastOnDemandRequest`.
+pub const BACKUP_NOW_ANNOTATION: &str = "trading.iq720.io/backup-now";
+
+/// Desired backup schedule.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "trading.iq720.io",
+    version = "v1alpha1",
+    kind = "BackupSchedule",
+    doc = "Scheduled, verified S3 backups of the trade databases of the TradingBots it selects.",
+    plural = "backupschedules",
+    singular = "backupschedule",
+    shortname = "bks",
+    category = "iq720",
+    namespaced,
+    status = "BackupScheduleStatus",
+    printcolumn = r#"{"name":"Schedule","type":"string","jsonPath":".spec.schedule"}"#,
+    printcolumn = r#"{"name":"Last Backup","type":"date","jsonPath":".status.lastScheduleTime"}"#,
+    printcolumn = r#"{"name":"Last Result","type":"string","jsonPath":".status.lastResult"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupScheduleSpec {
+    /// Cron expression with five fields (minute hour day-of-month month day-of-week),
+    /// for example `0 3 * * *` for 03:00 every day. Checked by the operator; a bad
+    /// expression is reported in the InvalidSpec condition.
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new("self.trim().size() > 0").message("schedule must be a cron expression such as '0 3 * * *'"))]
+    pub schedule: String,
+    /// IANA time zone the schedule is read in, for example `Europe/Berlin`.
+    #[serde(default = "default_time_zone")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: String,
+    /// Labels of the TradingBots (in this namespace) to back up. An empty selector
+    /// selects every bot in the namespace.
+    #[serde(default)]
+    pub bot_selector: LabelSelector,
+    /// Where backups are written.
+    pub destination: S3Location,
+    /// Which backups to keep.
+    #[serde(default)]
+    pub retention: RetentionSpec,
+    /// Download every new backup again and check its checksums and database integrity.
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    /// Stop taking scheduled backups; on-demand backups still run.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Retention of backups, per bot.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionSpec {
+    /// Number of newest backups to keep per bot (at least 1).
+    #[serde(default = "default_keep_last")]
+    #[x_kube(validation = Rule::new("self >= 1").message("retention.keepLast must be at least 1 so that the newest backup is never deleted"))]
+    pub keep_last: i32,
+    /// Delete backups older than this, for example `30d`, but never one of the
+    /// `keepLast` newest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message(crate::common::DURATION_MESSAGE))]
+    pub max_age: Option<String>,
+}
+
+impl Default for RetentionSpec {
+    fn default() -> Self {
+        Self {
+            keep_last: default_keep_last(),
+            max_age: None,
+        }
+    }
+}
+
+fn default_keep_last() -> i32 {
+    7
+}
+
+/// Result of a backup run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum BackupResult {
+    /// Every selected bot was backed up (and verified when asked).
+    Succeeded,
+    /// Some bots were backed up, others failed.
+    PartiallyFailed,
+    /// No backup succeeded.
+    Failed,
+}
+
+/// Observed state of a backup schedule.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupScheduleStatus {
+    /// When the last backup run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// When the next scheduled run is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time: Option<Time>,
+    /// Result of the last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_result: Option<BackupResult>,
+    /// Value of the backup-now annotation handled last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_on_demand_request: Option<String>,
+    /// Newest backups, newest first (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_backups: Vec<BackupRecord>,
+    /// Standard conditions: Ready, InvalidSpec, LastBackupSucceeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Generation of the spec that this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// One backup object in the store.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    /// Name of the TradingBot backed up.
+    pub bot: String,
+    /// Object key.
+    pub key: String,
+    /// Size in bytes.
+    pub size_bytes: i64,
+    /// SHA-256 of the object, hex encoded.
+    pub sha256: String,
+    /// Whether the object was downloaded again and verified.
+    #[serde(default)]
+    pub verified: bool,
+    /// When the backup finished.
+    pub completed_at: Time,
+}

@@ -1,0 +1,166 @@
+//! The `MaintenanceWindow` custom resource: recurring time windows in which disruptive
+//! operations on the selected bots may run.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Desired maintenance window.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "trading.iq720.io",
+    version = "v1alpha1",
+    kind = "MaintenanceWindow",
+    doc = "A recurring time window in which disruptive operations (upgrades, key rotation, database and log maintenance) may run on the TradingBots it selects.",
+    plural = "maintenancewindows",
+    singular = "maintenancewindow",
+    shortname = "mw",
+    category = "iq720",
+    namespaced,
+    status = "MaintenanceWindowStatus",
+    printcolumn = r#"{"name":"Schedule","type":"string","jsonPath":".spec.schedule"}"#,
+    printcolumn = r#"{"name":"Duration","type":"string","jsonPath":".spec.duration"}"#,
+    printcolumn = r#"{"name":"Active","type":"boolean","jsonPath":".status.active"}"#,
+    printcolumn = r#"{"name":"Next","type":"date","jsonPath":".status.nextWindow"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceWindowSpec {
+    /// Cron expression (five fields) of the window starts, for example `0 2 * * 0` for
+    /// 02:00 every Sunday. Checked by the operator; a bad expression is reported in the
+    /// InvalidSpec condition.
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new("self.trim().size() > 0").message("schedule must be a cron expression such as '0 2 * * 0'"))]
+    pub schedule: String,
+    /// How long each window stays open, for example `2h`.
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message(crate::common::DURATION_MESSAGE))]
+    #[x_kube(validation = Rule::new("!self.matches('^(0+(ms|s|m|h|d))+$')").message("duration must be longer than zero"))]
+    pub duration: String,
+    /// IANA time zone the schedule is read in, for example `America/New_York`.
+    #[serde(default = "default_time_zone")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: String,
+    /// Labels of the TradingBots (in this namespace) this window governs. An empty
+    /// selector selects every bot in the namespace.
+    #[serde(default)]
+    pub bot_selector: LabelSelector,
+    /// Disruptive operations allowed inside the window.
+    #[serde(default)]
+    pub allow: AllowSpec,
+    /// Pause new entries on the selected bots while the window is open.
+    #[serde(default)]
+    pub pause_trading: bool,
+    /// Database tasks run once per window.
+    #[serde(default)]
+    pub tasks: TasksSpec,
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Operations a window allows.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowSpec {
+    /// Version updates.
+    #[serde(default = "default_true")]
+    pub upgrades: bool,
+    /// API token rotation.
+    #[serde(default = "default_true")]
+    pub key_rotation: bool,
+    /// Database vacuum and pruning.
+    #[serde(default = "default_true")]
+    pub database_maintenance: bool,
+    /// Log compression and deletion.
+    #[serde(default = "default_true")]
+    pub log_cleanup: bool,
+}
+
+impl Default for AllowSpec {
+    fn default() -> Self {
+        Self {
+            upgrades: true,
+            key_rotation: true,
+            database_maintenance: true,
+            log_cleanup: true,
+        }
+    }
+}
+
+/// Database tasks run inside the window.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TasksSpec {
+    /// Run SQLite VACUUM on the trade database.
+    #[serde(default)]
+    pub vacuum: bool,
+    /// Archive and delete old trade history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_trade_history: Option<PruneSpec>,
+}
+
+/// Pruning of closed trades.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneSpec {
+    /// Prune closed trades older than this many days (at least 1).
+    #[x_kube(validation = Rule::new("self >= 1").message("olderThanDays must be at least 1"))]
+    pub older_than_days: i32,
+    /// Write the pruned rows to the backup destination of the bot's BackupSchedule
+    /// before deleting them. Pruning is skipped when archiving fails.
+    #[serde(default = "default_true")]
+    pub archive: bool,
+}
+
+/// Observed state of a maintenance window.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceWindowStatus {
+    /// Whether a window is open now.
+    #[serde(default)]
+    pub active: bool,
+    /// The open window, when one is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_window: Option<WindowPeriod>,
+    /// Start of the next window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_window: Option<Time>,
+    /// Operations waiting for the next window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deferred_operations: Vec<DeferredOperation>,
+    /// Standard conditions: Ready, InvalidSpec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Generation of the spec that this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A time period.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowPeriod {
+    /// Start of the period.
+    pub start: Time,
+    /// End of the period.
+    pub end: Time,
+}
+
+/// An operation held back until a window opens.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeferredOperation {
+    /// TradingBot the operation applies to.
+    pub bot: String,
+    /// Kind of operation, for example `upgrade` or `keyRotation`.
+    pub operation: String,
+    /// Since when the operation is waiting.
+    pub since: Time,
+}

@@ -1,0 +1,671 @@
+//! The `TradingBot` custom resource: one trading bot, run as a StatefulSet of one pod.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{LocalRef, SecretRef};
+
+/// Default image repository of the bot.
+pub const DEFAULT_BOT_IMAGE: &str = "ghcr.io/iq720/iq720-bot";
+
+/// Desired state of a trading bot.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "trading.iq720.io",
+    version = "v1alpha1",
+    kind = "TradingBot",
+    doc = "A trading bot run by the IQ-720 operator: one StatefulSet of one pod with its trade database, configuration and API tokens.",
+    plural = "tradingbots",
+    singular = "tradingbot",
+    shortname = "tb",
+    category = "iq720",
+    namespaced,
+    status = "TradingBotStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.currentVersion"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Positions","type":"integer","jsonPath":".status.openPositions"}"#,
+    printcolumn = r#"{"name":"WinRate","type":"string","jsonPath":".status.winRate"}"#,
+    printcolumn = r#"{"name":"PnL","type":"string","jsonPath":".status.pnl"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.mode != 'live' || has(self.exchange.credentialsSecretRef)").message("live mode requires spec.exchange.credentialsSecretRef: a live bot cannot trade without exchange API credentials").field_path(".exchange"))]
+#[x_kube(validation = Rule::new("self.mode != 'live' || self.exchange.name != 'paper'").message("live mode needs a real exchange; spec.exchange.name 'paper' only works with mode paper").field_path(".exchange.name"))]
+pub struct TradingBotSpec {
+    /// Bot release to run, for example `0.1.0` or `v0.1.0`. The pod image is
+    /// `image.repository:version`. Changing it is an upgrade and waits for an open
+    /// maintenance window when one selects this bot.
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$')").message("version must be a release such as 1.4.2 or an image tag made of letters, digits, '_', '.' and '-'"))]
+    #[x_kube(validation = Rule::new("self != 'latest'").message("version 'latest' is not allowed: pin a release so that upgrades are deliberate and can be rolled back"))]
+    pub version: String,
+
+    /// Container image settings.
+    #[serde(default)]
+    pub image: ImageSpec,
+
+    /// Trading mode: `paper` simulates fills against live-like market data and never
+    /// sends orders; `live` trades real money on the exchange.
+    #[serde(default)]
+    pub mode: TradingMode,
+
+    /// Exchange the bot trades on and the credentials it uses.
+    #[serde(default)]
+    pub exchange: ExchangeSpec,
+
+    /// Markets to trade, as `BASE/QUOTE` symbols such as `BTC/USDT`. At least one, no duplicates.
+    #[schemars(length(max = 50), inner(length(max = 32)))]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("pairs must list at least one market, for example BTC/USDT"))]
+    #[x_kube(validation = Rule::new("self.all(p, self.filter(q, q == p).size() == 1)").message("pairs must not contain the same market twice"))]
+    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[A-Z0-9]{2,12}/[A-Z0-9]{2,12}$'))").message("each pair must be BASE/QUOTE in upper case, for example BTC/USDT"))]
+    pub pairs: Vec<String>,
+
+    /// Trading strategy and its parameters.
+    #[serde(default)]
+    pub strategy: StrategySpec,
+
+    /// Risk limits. Every limit is enforced by the bot before an order is sent.
+    #[serde(default)]
+    pub risk: RiskSpec,
+
+    /// Market-data sources with automatic failover.
+    #[serde(default)]
+    pub market_data: MarketDataSpec,
+
+    /// Stop opening new positions; open positions keep being managed (stop-loss,
+    /// exits). Applied to the running bot without a restart.
+    #[serde(default)]
+    pub paused: bool,
+
+    /// Emergency stop: close every position, halt trading and scale the bot to zero.
+    /// Set back to false to bring the bot back (it starts halted and is then resumed
+    /// by the operator). Never deferred by a maintenance window.
+    #[serde(default)]
+    pub emergency_stop: bool,
+
+    /// Log file retention inside the bot.
+    #[serde(default)]
+    pub logs: LogsSpec,
+
+    /// Rotation of the bot's own API tokens.
+    #[serde(default)]
+    pub api_keys: ApiKeysSpec,
+
+    /// How version updates are carried out.
+    #[serde(default)]
+    pub update: UpdateSpec,
+
+    /// Persistent volume for the bot's SQLite trade database.
+    #[serde(default)]
+    pub storage: StorageSpec,
+
+    /// Bootstrap the trade database from a backup when the bot is first created.
+    /// Ignored once the bot has a database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
+
+    /// Compute resources of the bot container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Node labels the bot pod must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+
+    /// Tolerations of the bot pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+
+    /// Affinity rules of the bot pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// Priority class of the bot pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// Container image settings of the bot.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSpec {
+    /// Image repository; the tag is `spec.version`.
+    #[serde(default = "default_repository")]
+    #[schemars(length(min = 1, max = 255))]
+    pub repository: String,
+    /// Image pull policy.
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+    /// Secrets used to pull the image from a private registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_secrets: Vec<SecretRef>,
+}
+
+impl Default for ImageSpec {
+    fn default() -> Self {
+        Self {
+            repository: default_repository(),
+            pull_policy: PullPolicy::default(),
+            pull_secrets: Vec::new(),
+        }
+    }
+}
+
+fn default_repository() -> String {
+    DEFAULT_BOT_IMAGE.to_string()
+}
+
+/// When the kubelet pulls the image.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    /// Pull only when the image is not on the node.
+    #[default]
+    IfNotPresent,
+    /// Pull at every start.
+    Always,
+    /// Never pull.
+    Never,
+}
+
+/// Trading mode.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TradingMode {
+    /// Simulated fills, no real orders.
+    #[default]
+    Paper,
+    /// Real orders with real money.
+    Live,
+}
+
+/// Exchange connection.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangeSpec {
+    /// Exchange identifier, for example `binance` or `kraken`; `paper` is the built-in
+    /// simulated exchange.
+    #[serde(default = "default_exchange")]
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Secret with the exchange API key and secret (keys `apiKey` and `apiSecret`).
+    /// Required in live mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+}
+
+impl Default for ExchangeSpec {
+    fn default() -> Self {
+        Self {
+            name: default_exchange(),
+            credentials_secret_ref: None,
+        }
+    }
+}
+
+fn default_exchange() -> String {
+    "paper".to_string()
+}
+
+/// Strategy selection.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StrategySpec {
+    /// Strategy family.
+    #[serde(default)]
+    pub name: StrategyName,
+    /// Numeric strategy parameters, for example `rsiPeriod: 14`, `rsiOversold: 30`,
+    /// `bollingerStdDev: 2`. Unknown names are reported by the bot. Hot-reloadable.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub params: BTreeMap<String, f64>,
+}
+
+/// Built-in strategies.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StrategyName {
+    /// RSI, MACD and Bollinger bands combined: enter when all agree.
+    #[default]
+    RsiMacdBollinger,
+    /// RSI mean reversion.
+    Rsi,
+    /// MACD trend following.
+    Macd,
+    /// Bollinger band mean reversion.
+    Bollinger,
+}
+
+/// Risk limits enforced by the bot.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RiskSpec {
+    /// Maximum number of positions open at once (at least 1).
+    #[serde(default = "default_max_positions")]
+    #[x_kube(validation = Rule::new("self >= 1").message("maxPositions must be at least 1"))]
+    pub max_positions: i32,
+    /// Maximum notional size of one position in the quote currency, for example 1000 (USDT).
+    #[serde(default = "default_max_position_size")]
+    #[x_kube(validation = Rule::new("self > 0.0").message("maxPositionSize must be greater than 0"))]
+    pub max_position_size: f64,
+    /// Share of equity risked per position, in percent, in (0, 100].
+    #[serde(default = "default_position_risk_percent")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self <= 100.0").message("positionRiskPercent must be greater than 0 and at most 100"))]
+    pub position_risk_percent: f64,
+    /// Drawdown from the equity peak, in percent in (0, 100], that halts new entries.
+    #[serde(default = "default_max_drawdown_percent")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self <= 100.0").message("maxDrawdownPercent must be greater than 0 and at most 100"))]
+    pub max_drawdown_percent: f64,
+    /// Loss within one UTC day, in percent of the day's starting equity in (0, 100],
+    /// that halts new entries until the next day.
+    #[serde(default = "default_daily_loss_limit_percent")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self <= 100.0").message("dailyLossLimitPercent must be greater than 0 and at most 100"))]
+    pub daily_loss_limit_percent: f64,
+    /// Stop-loss applied to every position.
+    #[serde(default)]
+    pub stop_loss: StopLossSpec,
+}
+
+impl Default for RiskSpec {
+    fn default() -> Self {
+        Self {
+            max_positions: default_max_positions(),
+            max_position_size: default_max_position_size(),
+            position_risk_percent: default_position_risk_percent(),
+            max_drawdown_percent: default_max_drawdown_percent(),
+            daily_loss_limit_percent: default_daily_loss_limit_percent(),
+            stop_loss: StopLossSpec::default(),
+        }
+    }
+}
+
+fn default_max_positions() -> i32 {
+    3
+}
+fn default_max_position_size() -> f64 {
+    1000.0
+}
+fn default_position_risk_percent() -> f64 {
+    1.0
+}
+fn default_max_drawdown_percent() -> f64 {
+    20.0
+}
+fn default_daily_loss_limit_percent() -> f64 {
+    5.0
+}
+
+/// Stop-loss rule.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StopLossSpec {
+    /// `fixed` keeps the stop at the entry price minus `percent`; `trailing` moves it up
+    /// with the best price seen.
+    #[serde(default, rename = "type")]
+    pub kind: StopLossKind,
+    /// Distance of the stop from the reference price, in percent in (0, 100).
+    #[serde(default = "default_stop_loss_percent")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self < 100.0").message("stopLoss.percent must be greater than 0 and less than 100"))]
+    pub percent: f64,
+}
+
+impl Default for StopLossSpec {
+    fn default() -> Self {
+        Self {
+            kind: StopLossKind::default(),
+            percent: default_stop_loss_percent(),
+        }
+    }
+}
+
+fn default_stop_loss_percent() -> f64 {
+    2.0
+}
+
+/// Kind of stop-loss.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StopLossKind {
+    /// A fixed distance below the entry price.
+    #[default]
+    Fixed,
+    /// A distance below the highest price since entry.
+    Trailing,
+}
+
+/// Market-data sources.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.backup) || self.backup != self.primary").message("marketData.backup must differ from marketData.primary"))]
+pub struct MarketDataSpec {
+    /// Source used while it is fresh.
+    #[serde(default)]
+    pub primary: MarketDataSource,
+    /// Source switched to when the primary is stale for `staleAfter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<MarketDataSource>,
+    /// Age of the newest tick after which a source counts as stale, for example `30s`.
+    #[serde(default = "default_stale_after")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message(crate::common::DURATION_MESSAGE))]
+    pub stale_after: String,
+    /// Return to the primary once it has been fresh again for `staleAfter`.
+    #[serde(default = "default_true")]
+    pub failback: bool,
+}
+
+impl Default for MarketDataSpec {
+    fn default() -> Self {
+        Self {
+            primary: MarketDataSource::default(),
+            backup: None,
+            stale_after: default_stale_after(),
+            failback: true,
+        }
+    }
+}
+
+fn default_stale_after() -> String {
+    "30s".to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One market-data source.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.type != 'exchange' || has(self.endpoint)").message("a market-data source of type exchange needs an endpoint"))]
+#[x_kube(validation = Rule::new("self.type != 'csvReplay' || has(self.path)").message("a market-data source of type csvReplay needs a path"))]
+pub struct MarketDataSource {
+    /// Kind of source.
+    #[serde(default, rename = "type")]
+    pub kind: MarketDataKind,
+    /// Streaming endpoint of an exchange feed, for example `wss://stream.example.com/ws`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub endpoint: Option<String>,
+    /// Path of a CSV file to replay (inside the bot's data volume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub path: Option<String>,
+    /// Seed of the simulator; the same seed gives the same prices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+}
+
+/// Kind of market-data source.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum MarketDataKind {
+    /// Built-in price simulator.
+    #[default]
+    Simulator,
+    /// Replay of recorded ticks from a CSV file.
+    CsvReplay,
+    /// Live exchange feed.
+    Exchange,
+}
+
+/// Log retention.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LogsSpec {
+    /// Compress rotated log files older than this, for example `7d`.
+    #[serde(default = "default_compress_after")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message(crate::common::DURATION_MESSAGE))]
+    pub compress_after: String,
+    /// Delete log files older than this, for example `30d`.
+    #[serde(default = "default_delete_after")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message(crate::common::DURATION_MESSAGE))]
+    pub delete_after: String,
+    /// Log level of the bot.
+    #[serde(default)]
+    pub level: LogLevel,
+}
+
+impl Default for LogsSpec {
+    fn default() -> Self {
+        Self {
+            compress_after: default_compress_after(),
+            delete_after: default_delete_after(),
+            level: LogLevel::default(),
+        }
+    }
+}
+
+fn default_compress_after() -> String {
+    "7d".to_string()
+}
+fn default_delete_after() -> String {
+    "30d".to_string()
+}
+
+/// Log verbosity.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Normal operation.
+    #[default]
+    Info,
+    /// Verbose diagnostics.
+    Debug,
+}
+
+/// Rotation of the bot's API tokens.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeysSpec {
+    /// Rotate the bot's API tokens this often, for example `90d`.
+    #[serde(default = "default_rotation_interval")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message(crate::common::DURATION_MESSAGE))]
+    pub rotation_interval: String,
+    /// How long the previous token stays valid after a rotation, for example `1h`.
+    #[serde(default = "default_grace_period")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message(crate::common::DURATION_MESSAGE))]
+    pub grace_period: String,
+}
+
+impl Default for ApiKeysSpec {
+    fn default() -> Self {
+        Self {
+            rotation_interval: default_rotation_interval(),
+            grace_period: default_grace_period(),
+        }
+    }
+}
+
+fn default_rotation_interval() -> String {
+    "90d".to_string()
+}
+fn default_grace_period() -> String {
+    "1h".to_string()
+}
+
+/// How version updates are carried out.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateSpec {
+    /// Take a backup of the trade database before changing the version.
+    #[serde(default = "default_true")]
+    pub pre_update_backup: bool,
+    /// How long the new version has to become healthy, for example `5m`.
+    #[serde(default = "default_health_timeout")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message(crate::common::DURATION_MESSAGE))]
+    pub health_timeout: String,
+    /// Go back to the previous version when the new one does not become healthy in time.
+    #[serde(default = "default_true")]
+    pub auto_rollback: bool,
+}
+
+impl Default for UpdateSpec {
+    fn default() -> Self {
+        Self {
+            pre_update_backup: true,
+            health_timeout: default_health_timeout(),
+            auto_rollback: true,
+        }
+    }
+}
+
+fn default_health_timeout() -> String {
+    "5m".to_string()
+}
+
+/// Persistent storage of the trade database.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested volume size, as a Kubernetes quantity such as `1Gi`.
+    #[serde(default = "default_storage_size")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(\\\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$')").message("storage.size must be a quantity such as 512Mi or 1Gi"))]
+    pub size: String,
+    /// Storage class of the volume; unset uses the cluster default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_storage_size() -> String {
+    "1Gi".to_string()
+}
+
+/// Where to restore the trade database from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// BackupSchedule whose destination holds the backup.
+    pub backup_schedule_ref: LocalRef,
+    /// Object key of the backup to restore; unset restores this bot's newest verified backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub key: Option<String>,
+}
+
+/// Lifecycle phase of a trading bot.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TradingBotPhase {
+    /// Accepted; owned objects are being created.
+    #[default]
+    Pending,
+    /// The pod is starting or not yet ready.
+    Starting,
+    /// Trading.
+    Running,
+    /// Ready but not opening new positions.
+    Paused,
+    /// Halted by the bot itself (risk limit) or after an emergency stop was cleared.
+    Halted,
+    /// A version update is in progress.
+    Upgrading,
+    /// Emergency stop done: positions closed and replicas at zero.
+    EmergencyStopped,
+    /// The spec is invalid; see the InvalidSpec condition.
+    Invalid,
+    /// The bot is failing; see the conditions.
+    Failed,
+}
+
+/// Observed state of a trading bot.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TradingBotStatus {
+    /// Lifecycle phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<TradingBotPhase>,
+    /// Standard conditions: Ready, MarketDataHealthy, Paused, EmergencyStopped,
+    /// Upgrading, InvalidSpec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Generation of the spec that this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Version the running pod reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<String>,
+    /// Number of open positions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_positions: Option<i32>,
+    /// Share of winning closed trades, formatted as a percentage such as `57.1%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub win_rate: Option<String>,
+    /// Realised profit and loss in the quote currency, formatted such as `+12.40`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pnl: Option<String>,
+    /// Market-data source in use (`primary` or `backup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_market_data: Option<String>,
+    /// Newest successful backup of this bot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<LastBackup>,
+    /// State of the bot's API tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_keys: Option<ApiKeysStatus>,
+    /// Outcome of the latest emergency stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency_stop: Option<EmergencyStopStatus>,
+}
+
+/// A backup taken of the bot.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastBackup {
+    /// Object key of the backup.
+    pub key: String,
+    /// When the backup finished.
+    pub time: Time,
+    /// Whether the backup was downloaded again and verified.
+    #[serde(default)]
+    pub verified: bool,
+}
+
+/// State of the bot's API tokens. Never contains a token.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeysStatus {
+    /// When the tokens were last rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotated: Option<Time>,
+}
+
+/// Outcome of an emergency stop.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmergencyStopStatus {
+    /// When the operator saw the stop request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<Time>,
+    /// When the bot was confirmed flat and scaled to zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// Number of positions the bot closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions_closed: Option<i32>,
+    /// Whether positions may have been left open (the bot could not confirm it was flat).
+    #[serde(default)]
+    pub positions_may_remain: bool,
+}
