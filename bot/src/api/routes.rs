@@ -1,0 +1,413 @@
+//! Route handlers.
+
+use super::{ApiError, AppState};
+use crate::feed::failover::Role;
+use crate::runner::{Bot, wall_ms};
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use tracing::{info, warn};
+
+/// Run blocking work (locks, SQLite) off the async workers.
+async fn blocking<T, F>(bot: &AppState, f: F) -> Result<T, ApiError>
+where
+    F: FnOnce(&Bot) -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    let bot = bot.clone();
+    tokio::task::spawn_blocking(move || f(&bot))
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+}
+
+/// Parse a JSON body; an empty body parses as `{}`.
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    let slice: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(slice)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn percent_decode(s: &str) -> Result<String, ApiError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = s
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| ApiError::bad_request("bad percent-encoding in query"))?;
+                out.push(hex);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| ApiError::bad_request("query is not UTF-8"))
+}
+
+fn parse_query(q: Option<String>, allowed: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut map = BTreeMap::new();
+    for pair in q.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = percent_decode(k)?;
+        if !allowed.contains(&k.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter `{k}` (allowed: {})",
+                allowed.join(", ")
+            )));
+        }
+        map.insert(k, percent_decode(v)?);
+    }
+    Ok(map)
+}
+
+/// Parse a time as RFC 3339 or integer milliseconds since the epoch.
+fn parse_time(field: &str, v: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(ms);
+    }
+    v.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "`{field}` must be RFC 3339 (e.g. 2026-01-02T03:04:05Z) or ms since epoch"
+            ))
+        })
+}
+
+/// `GET /healthz`: the process answers and the engine loop iterated recently.
+pub async fn healthz(State(bot): State<AppState>) -> Response {
+    let age = bot.loop_age();
+    let ok = age <= bot.loop_timeout();
+    let body = json!({"status": if ok { "ok" } else { "engine loop stuck" }, "engineLoopAgeSeconds": age.as_secs_f64()});
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+/// `GET /readyz`: market data fresh, database writable, not restoring.
+pub async fn readyz(State(bot): State<AppState>) -> Response {
+    let res = blocking(&bot, |bot| {
+        let feed = bot.feed_fresh().unwrap_or(false);
+        let db = bot.store.probe_write(wall_ms());
+        let restoring = bot.restoring.load(Ordering::Relaxed);
+        Ok((feed, db.map_err(|e| e.to_string()), restoring))
+    })
+    .await;
+    let (feed, db, restoring) = match res {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let ready = feed && db.is_ok() && !restoring;
+    let body = json!({
+        "ready": ready,
+        "checks": {
+            "marketDataFresh": feed,
+            "databaseWritable": db.is_ok(),
+            "databaseError": db.err(),
+            "restoring": restoring,
+        }
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(bot): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        bot.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/status`.
+pub async fn status(State(bot): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(blocking(&bot, |b| Ok(b.status()?)).await?))
+}
+
+/// `GET /api/v1/positions`.
+pub async fn positions(State(bot): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(blocking(&bot, |b| Ok(b.positions()?)).await?))
+}
+
+/// `GET /api/v1/trades?since=&limit=&open=`.
+pub async fn trades(
+    State(bot): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = parse_query(q, &["since", "limit", "open"])?;
+    let since = q
+        .get("since")
+        .map(|v| parse_time("since", v))
+        .transpose()?
+        .unwrap_or(0);
+    let limit = match q.get("limit") {
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=10_000).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request("`limit` must be an integer between 1 and 10000")
+            })?,
+        None => 1000,
+    };
+    let open_only = match q.get("open").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::bad_request("`open` must be true or false")),
+    };
+    let rows = blocking(&bot, move |b| {
+        Ok(b.store.trades(since, limit, open_only)?)
+    })
+    .await?;
+    Ok(Json(json!({ "trades": rows, "count": rows.len() })))
+}
+
+/// `GET /api/v1/performance`.
+pub async fn performance(State(bot): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let v = blocking(&bot, |b| {
+        let now = wall_ms();
+        let midnight = now - now.rem_euclid(86_400_000);
+        let conn = b.store.reader()?;
+        let today = b.store.stats_since(&conn, midnight)?;
+        let week = b.store.stats_since(&conn, now - 7 * 86_400_000)?;
+        let all = b.store.stats_since(&conn, i64::MIN)?;
+        let core = b.lock()?;
+        let e = &core.engine;
+        Ok(json!({
+            "today": today,
+            "last7Days": week,
+            "allTime": all,
+            "openPositions": e.open_count(),
+            "equity": e.equity(),
+            "startingBalance": e.starting_balance(),
+            "realizedPnl": e.realized_pnl(),
+            "pnlPercent": (e.equity() - e.starting_balance()) / e.starting_balance() * 100.0,
+            "stakeCurrency": core.config.stake_currency,
+        }))
+    })
+    .await?;
+    Ok(Json(v))
+}
+
+/// `GET /api/v1/config`.
+pub async fn get_config(State(bot): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let cfg = blocking(&bot, |b| Ok(b.config()?)).await?;
+    Ok(Json(
+        serde_json::to_value(cfg).map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
+}
+
+/// `PATCH /api/v1/config`: JSON merge patch of hot-reloadable fields.
+pub async fn patch_config(
+    State(bot): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let patch: Value = parse_body(&body)?;
+    let cfg = blocking(&bot, move |b| Ok(b.patch_config(&patch)?)).await?;
+    Ok(Json(
+        serde_json::to_value(cfg).map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
+}
+
+/// `POST /api/v1/trading/pause`.
+pub async fn pause(State(bot): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(blocking(&bot, |b| Ok(b.pause()?)).await?))
+}
+
+/// `POST /api/v1/trading/resume`.
+pub async fn resume(State(bot): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(blocking(&bot, |b| Ok(b.resume()?)).await?))
+}
+
+/// `POST /api/v1/emergency/close-all`.
+pub async fn close_all(State(bot): State<AppState>) -> Result<Json<Value>, ApiError> {
+    warn!(target: "trading", "emergency close-all requested");
+    let report = bot.close_all().await.map_err(ApiError::internal)?;
+    Ok(Json(
+        serde_json::to_value(report).map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
+}
+
+/// `GET /api/v1/datasource`.
+pub async fn get_datasource(State(bot): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(blocking(&bot, |b| Ok(b.datasource()?)).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatasourcePut {
+    active: Option<String>,
+    #[serde(default)]
+    stalled: BTreeMap<String, bool>,
+}
+
+/// `PUT /api/v1/datasource`: `{"active": "primary"|"backup", "stalled": {"primary": true}}`.
+pub async fn put_datasource(
+    State(bot): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: DatasourcePut = parse_body(&body)?;
+    let active = req
+        .active
+        .as_deref()
+        .map(|a| {
+            Role::parse(a).ok_or_else(|| {
+                ApiError::bad_request(format!("`active` must be primary or backup, not `{a}`"))
+            })
+        })
+        .transpose()?;
+    let mut stalled = Vec::new();
+    for (k, v) in &req.stalled {
+        let role = Role::parse(k).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`stalled` keys must be primary or backup, not `{k}`"
+            ))
+        })?;
+        stalled.push((role, *v));
+    }
+    if active.is_none() && stalled.is_empty() {
+        return Err(ApiError::bad_request(
+            "body must set `active` and/or `stalled`",
+        ));
+    }
+    Ok(Json(
+        blocking(&bot, move |b| Ok(b.set_datasource(active, &stalled)?)).await?,
+    ))
+}
+
+/// `POST /api/v1/backup`: stream a `tar.gz` backup archive.
+pub async fn backup(State(bot): State<AppState>) -> Result<Response, ApiError> {
+    let (file, manifest) = blocking(&bot, |b| {
+        let db = b.store.path().to_path_buf();
+        let work = db
+            .parent()
+            .map(|p| p.join(".backup-work"))
+            .unwrap_or_else(std::env::temp_dir);
+        let out = work.join(format!(
+            "backup-{}.tar.gz",
+            jiff::Timestamp::now().as_nanosecond()
+        ));
+        let manifest = crate::backup::create_archive(&db, &out, &work)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let file = std::fs::File::open(&out).map_err(|e| ApiError::internal(e.to_string()))?;
+        // Unlink now: the open handle keeps the data readable and nothing is left behind.
+        let _ = std::fs::remove_file(&out);
+        Ok((file, manifest))
+    })
+    .await?;
+    info!(
+        schema_version = manifest.schema_version,
+        size = manifest.files.first().map(|f| f.size).unwrap_or(0),
+        "backup streamed"
+    );
+    let len = file.metadata().map(|m| m.len()).ok();
+    let file = tokio::fs::File::from_std(file);
+    let stream = futures::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(Bytes::from(buf)), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    });
+    let name = format!("iq720-backup-{}.tar.gz", jiff::Timestamp::now().as_second());
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/gzip"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if let Some(len) = len {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    if let Some(f) = manifest.files.first()
+        && let Ok(v) = HeaderValue::from_str(&f.sha256)
+    {
+        h.insert("x-iq720-db-sha256", v);
+    }
+    h.insert(
+        "x-iq720-schema-version",
+        HeaderValue::from(manifest.schema_version),
+    );
+    Ok(resp)
+}
+
+/// `POST /api/v1/maintenance/vacuum`.
+pub async fn vacuum(State(bot): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let (before, after) = blocking(&bot, |b| Ok(b.store.vacuum()?)).await?;
+    info!(before, after, "database vacuumed");
+    Ok(Json(json!({"bytesBefore": before, "bytesAfter": after})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PruneReq {
+    older_than_days: Option<u32>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /api/v1/maintenance/prune`: `{"olderThanDays": N, "dryRun": false}`; answers
+/// with the pruned rows as JSON lines.
+pub async fn prune(State(bot): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: PruneReq = parse_body(&body)?;
+    let days = req
+        .older_than_days
+        .filter(|d| *d >= 1)
+        .ok_or_else(|| ApiError::bad_request("`olderThanDays` (integer ≥ 1) is required"))?;
+    let cutoff = wall_ms() - i64::from(days) * 86_400_000;
+    let dry = req.dry_run;
+    let rows = blocking(&bot, move |b| Ok(b.store.prune(cutoff, dry)?)).await?;
+    info!(rows = rows.len(), days, dry_run = dry, "prune");
+    let mut text = String::new();
+    for r in &rows {
+        text.push_str(&r.to_string());
+        text.push('\n');
+    }
+    let mut resp = (StatusCode::OK, text).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    h.insert("x-iq720-pruned-rows", HeaderValue::from(rows.len()));
+    h.insert(
+        "x-iq720-dry-run",
+        HeaderValue::from_static(if dry { "true" } else { "false" }),
+    );
+    Ok(resp)
+}

@@ -1,0 +1,19 @@
+//! The IQ-720 trading bot: a paper-trading engine (simulated or replayed market data with
+//! failover, RSI/MACD/Bollinger strategies, risk manager, paper broker), SQLite history,
+//! backups, and an HTTP control API for the IQ-720 operator.
+
+pub mod api;
+pub mod backup;
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod feed;
+pub mod indicators;
+pub mod logging;
+pub mod metrics;
+pub mod risk;
+pub mod runner;
+pub mod server;
+pub mod store;
+pub mod strategy;

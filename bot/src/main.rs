@@ -1,0 +1,82 @@
+//! `iq720-bot` entry point.
+
+use clap::Parser;
+use iq720_bot::cli::{Cli, Command};
+use iq720_bot::{backup, config::Config, server};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("iq720-bot {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(c) => match serde_yaml::to_string(&c) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, &e.to_string()),
+            },
+            Err(e) => fail(2, &e.to_string()),
+        },
+        Command::Run(args) => match server::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(server::RunError::Config(e)) => fail(2, &e.to_string()),
+            Err(e) => fail(1, &e.to_string()),
+        },
+        Command::Backup { data_dir, out } => {
+            let db = data_dir.join(iq720_bot::store::DB_FILE);
+            if !db.exists() {
+                return fail(1, &format!("no database at {}", db.display()));
+            }
+            let work = out
+                .parent()
+                .map(|p| p.to_path_buf())
+                .unwrap_or_else(std::env::temp_dir);
+            let work = if work.as_os_str().is_empty() {
+                std::path::PathBuf::from(".")
+            } else {
+                work
+            };
+            match backup::create_archive(&db, &out, &work) {
+                Ok(m) => print_json(&m),
+                Err(e) => fail(1, &e.to_string()),
+            }
+        }
+        Command::Restore {
+            from,
+            data_dir,
+            force,
+        } => match backup::restore(&from, &data_dir, force) {
+            Ok(m) => print_json(&m),
+            Err(e) => fail(1, &e.to_string()),
+        },
+        Command::VerifyBackup { file } => {
+            let work = std::env::temp_dir().join(format!("iq720-verify-{}", std::process::id()));
+            let res = backup::verify_archive(&file, &work);
+            let _ = std::fs::remove_dir_all(&work);
+            match res {
+                Ok((m, _)) => print_json(&m),
+                Err(e) => fail(1, &e.to_string()),
+            }
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> ExitCode {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, &e.to_string()),
+    }
+}
+
+fn fail(code: u8, msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(code)
+}

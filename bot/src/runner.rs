@@ -1,0 +1,709 @@
+//! The running bot: shared state, the engine loop thread, and the control operations
+//! the API calls (pause, resume, close-all, config patch, data source switch).
+
+use crate::api::auth::TokenStore;
+use crate::config::{Config, ConfigError, HOT_RELOADABLE};
+use crate::engine::{Engine, EngineEvent};
+use crate::feed::FeedError;
+use crate::feed::failover::{FeedManager, Role, SwitchError};
+use crate::metrics::{Metrics, MetricsError};
+use crate::store::{Store, StoreError};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+
+/// Errors starting the bot.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Database problem.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Market data source problem.
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+    /// Config problem.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Metrics registry problem.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// Thread spawn failed.
+    #[error("cannot start engine thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Errors of control operations (mapped to HTTP statuses by the API).
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Database problem (500).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Internal lock poisoned (500).
+    #[error("internal state lock poisoned")]
+    Poisoned,
+    /// Fields that need a restart (422).
+    #[error("these fields cannot be changed without a restart: {}", .0.join(", "))]
+    NotHotReloadable(Vec<String>),
+    /// Patched config invalid (422).
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// Data source switch refused (409).
+    #[error(transparent)]
+    Switch(#[from] SwitchError),
+}
+
+/// Mutable state guarded by one lock so every control operation is atomic with
+/// respect to the engine loop.
+pub struct Core {
+    /// The trading engine.
+    pub engine: Engine,
+    /// Market data sources.
+    pub feed: FeedManager,
+    /// Effective config (after hot reloads).
+    pub config: Config,
+    ticks: Vec<(usize, f64)>,
+    events: Vec<EngineEvent>,
+}
+
+/// Result of one emergency close-all.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloseAllReport {
+    /// Always true afterwards.
+    pub halted: bool,
+    /// Halt reason now in force.
+    pub halt_reason: Option<String>,
+    /// Whether there was nothing to close.
+    pub already_flat: bool,
+    /// Orders canceled.
+    pub canceled_orders: usize,
+    /// Per-position result.
+    pub positions: Vec<ClosedPosition>,
+    /// Open positions left (0 on success).
+    pub open_positions: usize,
+}
+
+/// One position closed by close-all.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClosedPosition {
+    /// Trade id.
+    pub trade_id: i64,
+    /// Pair.
+    pub pair: String,
+    /// Amount sold.
+    pub amount: f64,
+    /// Fill price.
+    pub close_rate: f64,
+    /// Profit in the stake currency.
+    pub profit_abs: f64,
+    /// `closed`.
+    pub status: &'static str,
+}
+
+/// One in-flight close-all run that concurrent callers join.
+type CloseAllRun = Arc<tokio::sync::OnceCell<Result<CloseAllReport, String>>>;
+
+/// Everything shared between the engine thread and the API.
+pub struct Bot {
+    core: Mutex<Core>,
+    /// Database.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// API tokens.
+    pub tokens: Arc<TokenStore>,
+    started: Instant,
+    heartbeat_ms: AtomicU64,
+    /// True while a restore or startup recovery runs (readyz fails).
+    pub restoring: AtomicBool,
+    /// Set to stop the engine loop.
+    pub shutdown: AtomicBool,
+    close_all_inflight: Mutex<Option<CloseAllRun>>,
+    tick_interval: Duration,
+}
+
+/// Wall clock in ms since the epoch.
+pub fn wall_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+impl Bot {
+    /// Open the store, restore state and build the engine (the loop is started separately).
+    pub fn new(config: Config, tokens: Arc<TokenStore>) -> Result<Arc<Self>, StartError> {
+        let store = Store::open(&config.data_dir)?;
+        let (restored, orphans) = store.load(&config.pairs)?;
+        for pair in &orphans {
+            warn!(target: "trading", pair = %pair, "open trade on a pair that is no longer configured; it is left untouched");
+        }
+        let (kind, params) = config.strategy.resolve()?;
+        let now = wall_ms();
+        let restored_open = restored.positions.len();
+        let engine = Engine::new(&config, kind, params, restored, now);
+        let started = Instant::now();
+        let feed = FeedManager::new(&config.market_data, &config.pairs, 0)?;
+        let metrics = Metrics::new()?;
+        info!(
+            target: "trading",
+            open_positions = restored_open,
+            halted = engine.halted().unwrap_or(""),
+            paused = engine.paused(),
+            "state restored from database"
+        );
+        let tick_interval = Duration::from_secs_f64(1.0 / config.market_data.tick_rate);
+        let bot = Arc::new(Bot {
+            core: Mutex::new(Core {
+                engine,
+                feed,
+                config,
+                ticks: Vec::with_capacity(64),
+                events: Vec::with_capacity(16),
+            }),
+            store,
+            metrics,
+            tokens,
+            started,
+            heartbeat_ms: AtomicU64::new(0),
+            restoring: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            close_all_inflight: Mutex::new(None),
+            tick_interval,
+        });
+        // Persist the merged pause flag so a later restart sees the same state.
+        {
+            let core = bot.lock()?;
+            bot.store
+                .save_flags(core.engine.halted(), core.engine.paused())?;
+        }
+        Ok(bot)
+    }
+
+    /// Monotonic ms since start.
+    pub fn mono_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Lock the core.
+    pub fn lock(&self) -> Result<MutexGuard<'_, Core>, StoreError> {
+        self.core.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    fn lock_ctl(&self) -> Result<MutexGuard<'_, Core>, ControlError> {
+        self.core.lock().map_err(|_| ControlError::Poisoned)
+    }
+
+    /// Start the engine loop thread.
+    pub fn spawn_engine(self: &Arc<Self>) -> Result<std::thread::JoinHandle<()>, StartError> {
+        let bot = self.clone();
+        std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || bot.engine_loop())
+            .map_err(StartError::Thread)
+    }
+
+    fn engine_loop(&self) {
+        let mut next = Instant::now();
+        let mut last_snapshot = Instant::now();
+        let snapshot_every = self
+            .lock()
+            .map(|c| c.config.snapshot_interval.0)
+            .unwrap_or(Duration::from_secs(60));
+        while !self.shutdown.load(Ordering::Relaxed) {
+            next += self.tick_interval;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            } else if now - next > Duration::from_secs(1) {
+                next = now; // far behind (e.g. suspended): skip the backlog
+            }
+            let lag = Instant::now().saturating_duration_since(next);
+            self.metrics.loop_lag.set(lag.as_secs_f64());
+            let snapshot = last_snapshot.elapsed() >= snapshot_every;
+            if snapshot {
+                last_snapshot = Instant::now();
+            }
+            if let Err(e) = self.iteration(snapshot) {
+                error!(error = %e, "engine iteration failed");
+            }
+            self.heartbeat_ms.store(self.mono_ms(), Ordering::Relaxed);
+        }
+        info!("engine loop stopped");
+    }
+
+    fn iteration(&self, snapshot: bool) -> Result<(), StoreError> {
+        let mono = self.mono_ms();
+        let wall = wall_ms();
+        let mut guard = self.lock()?;
+        let core = &mut *guard;
+        core.ticks.clear();
+        core.events.clear();
+        let n = core.engine.pairs().len();
+        core.feed.poll(mono, n, &mut core.ticks);
+        let received = Instant::now();
+        if let Some(sw) = core.feed.evaluate(mono) {
+            if sw.why == crate::feed::failover::Selection::Failover {
+                self.metrics.failovers_total.inc();
+            }
+            warn!(target: "trading", from = sw.from.as_str(), to = sw.to.as_str(), why = ?sw.why, "market data source switched");
+        }
+        for &(pair, px) in &core.ticks {
+            core.engine.on_tick(pair, px, wall, &mut core.events);
+            self.metrics
+                .tick_to_decision
+                .observe(received.elapsed().as_secs_f64());
+        }
+        core.engine.check_risk(wall, &mut core.events);
+        if !core.events.is_empty() {
+            let strategy = core.engine.strategy_name().to_string();
+            match self
+                .store
+                .persist(&core.events, core.engine.pairs(), &strategy)
+            {
+                Ok(()) => self.report_events(&core.events, core.engine.pairs()),
+                Err(e) => {
+                    error!(error = %e, "cannot persist trades; halting new entries");
+                    core.engine.halt(&format!("database write failed: {e}"));
+                }
+            }
+        }
+        self.update_gauges(core, mono);
+        if snapshot {
+            let eq = core.engine.equity();
+            self.store.snapshot(
+                wall,
+                eq,
+                core.engine.cash(),
+                core.engine.open_count(),
+                core.engine.risk().peak_equity,
+            )?;
+            info!(
+                target: "performance",
+                equity = eq,
+                cash = core.engine.cash(),
+                realized_pnl = core.engine.realized_pnl(),
+                open_positions = core.engine.open_count(),
+                "equity snapshot"
+            );
+        }
+        Ok(())
+    }
+
+    fn report_events(&self, events: &[EngineEvent], pairs: &[String]) {
+        for ev in events {
+            match ev {
+                EngineEvent::Opened { position: p, .. } => {
+                    self.metrics.trades_opened_total.inc();
+                    info!(target: "trading", trade_id = p.trade_id, pair = %pairs[p.pair_idx], amount = p.amount,
+                        open_rate = p.open_rate, stake = p.stake, "trade opened");
+                }
+                EngineEvent::Closed { trade: t, .. } => {
+                    let outcome = if t.profit_abs > 0.0 { "win" } else { "loss" };
+                    self.metrics
+                        .trades_total
+                        .with_label_values(&[outcome])
+                        .inc();
+                    info!(target: "trading", trade_id = t.position.trade_id, pair = %pairs[t.position.pair_idx],
+                        close_rate = t.close_rate, profit_abs = t.profit_abs, exit_reason = t.reason.as_str(), "trade closed");
+                }
+                EngineEvent::Halted { reason } => {
+                    warn!(target: "trading", reason = %reason, "new entries halted");
+                }
+            }
+        }
+    }
+
+    fn update_gauges(&self, core: &Core, mono: u64) {
+        let m = &self.metrics;
+        m.equity.set(core.engine.equity());
+        m.realized_pnl.set(core.engine.realized_pnl());
+        m.open_positions.set(core.engine.open_count() as i64);
+        m.halted.set(core.engine.halted().is_some() as i64);
+        m.paused.set(core.engine.paused() as i64);
+        for s in core.feed.status(mono) {
+            m.market_data_age
+                .with_label_values(&[&s.name, s.role.as_str()])
+                .set(s.age_seconds);
+            m.active_source
+                .with_label_values(&[&s.name, s.role.as_str()])
+                .set(if s.active { 1.0 } else { 0.0 });
+        }
+    }
+
+    /// Seconds since the engine loop last completed an iteration.
+    pub fn loop_age(&self) -> Duration {
+        Duration::from_millis(
+            self.mono_ms()
+                .saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// The engine loop is considered stuck after this long without an iteration.
+    pub fn loop_timeout(&self) -> Duration {
+        (self.tick_interval * 20).max(Duration::from_secs(5))
+    }
+
+    /// Whether the active market data source is fresh.
+    pub fn feed_fresh(&self) -> Result<bool, StoreError> {
+        let mono = self.mono_ms();
+        Ok(self.lock()?.feed.active_fresh(mono))
+    }
+
+    /// Status document for `GET /api/v1/status`.
+    pub fn status(&self) -> Result<Value, ControlError> {
+        let mono = self.mono_ms();
+        let core = self.lock_ctl()?;
+        let e = &core.engine;
+        let state = if e.halted().is_some() {
+            "halted"
+        } else if e.paused() {
+            "paused"
+        } else {
+            "running"
+        };
+        Ok(json!({
+            "name": core.config.name,
+            "version": env!("CARGO_PKG_VERSION"),
+            "mode": core.config.mode,
+            "exchange": core.config.exchange.name,
+            "state": state,
+            "paused": e.paused(),
+            "halted": e.halted().is_some(),
+            "haltReason": e.halted(),
+            "openPositions": e.open_count(),
+            "maxPositions": core.config.risk.max_positions,
+            "equity": e.equity(),
+            "cash": e.cash(),
+            "realizedPnl": e.realized_pnl(),
+            "startingBalance": e.starting_balance(),
+            "stakeCurrency": core.config.stake_currency,
+            "strategy": e.strategy_name(),
+            "pairs": e.pairs(),
+            "activeMarketData": core.feed.active_name(),
+            "marketData": Self::datasource_doc(&core, mono),
+            "uptimeSeconds": self.started.elapsed().as_secs_f64(),
+            "engineLoopAgeSeconds": self.loop_age().as_secs_f64(),
+        }))
+    }
+
+    fn datasource_doc(core: &Core, mono: u64) -> Value {
+        json!({
+            "active": core.feed.active_role(),
+            "activeName": core.feed.active_name(),
+            "selection": core.feed.selection(),
+            "failovers": core.feed.failovers(),
+            "failback": core.config.market_data.failback,
+            "staleAfter": core.config.market_data.stale_after,
+            "fresh": core.feed.active_fresh(mono),
+            "sources": core.feed.status(mono),
+        })
+    }
+
+    /// `GET /api/v1/datasource`.
+    pub fn datasource(&self) -> Result<Value, ControlError> {
+        let mono = self.mono_ms();
+        let core = self.lock_ctl()?;
+        Ok(Self::datasource_doc(&core, mono))
+    }
+
+    /// `PUT /api/v1/datasource`: stall hooks first, then the switch.
+    pub fn set_datasource(
+        &self,
+        active: Option<Role>,
+        stalled: &[(Role, bool)],
+    ) -> Result<Value, ControlError> {
+        let mono = self.mono_ms();
+        let mut core = self.lock_ctl()?;
+        for &(role, s) in stalled {
+            core.feed.set_stalled(role, s)?;
+            warn!(target: "trading", source = role.as_str(), stalled = s, "market data stall hook set over the API");
+        }
+        if let Some(role) = active
+            && let Some(sw) = core.feed.switch_to(role, mono)?
+        {
+            warn!(target: "trading", from = sw.from.as_str(), to = sw.to.as_str(), "market data source switched manually");
+        }
+        self.update_gauges(&core, mono);
+        Ok(Self::datasource_doc(&core, mono))
+    }
+
+    /// Open positions with mark-to-market values.
+    pub fn positions(&self) -> Result<Value, ControlError> {
+        let core = self.lock_ctl()?;
+        let e = &core.engine;
+        let list: Vec<Value> = e
+            .positions()
+            .map(|p| {
+                let px = e.last_price(p.pair_idx);
+                let px = if px.is_finite() { px } else { p.open_rate };
+                let value = p.amount * px;
+                json!({
+                    "tradeId": p.trade_id,
+                    "pair": e.pairs()[p.pair_idx],
+                    "side": "long",
+                    "amount": p.amount,
+                    "stakeAmount": p.stake,
+                    "openRate": p.open_rate,
+                    "openDate": crate::store::rfc3339(p.open_ms),
+                    "currentRate": px,
+                    "stopRate": e.risk().stop_price(p.open_rate, p.max_rate),
+                    "unrealizedPnl": value - p.stake - p.fee_open,
+                })
+            })
+            .collect();
+        Ok(json!({ "positions": list, "count": list.len() }))
+    }
+
+    /// Pause new entries (persisted).
+    pub fn pause(&self) -> Result<Value, ControlError> {
+        let mut core = self.lock_ctl()?;
+        core.engine.set_paused(true);
+        core.config.paused = true;
+        self.store.save_flags(core.engine.halted(), true)?;
+        self.metrics.paused.set(1);
+        info!(target: "trading", "trading paused over the API");
+        Ok(
+            json!({ "paused": true, "halted": core.engine.halted().is_some(), "haltReason": core.engine.halted() }),
+        )
+    }
+
+    /// Resume: clear pause and halt (persisted); drawdown references restart.
+    pub fn resume(&self) -> Result<Value, ControlError> {
+        let mut core = self.lock_ctl()?;
+        let was = core.engine.halted().map(str::to_string);
+        core.engine.resume(wall_ms());
+        core.config.paused = false;
+        self.store.save_flags(None, false)?;
+        self.metrics.paused.set(0);
+        self.metrics.halted.set(0);
+        info!(target: "trading", previous_halt = was.as_deref().unwrap_or(""), "trading resumed over the API");
+        Ok(json!({ "paused": false, "halted": false, "clearedHaltReason": was }))
+    }
+
+    /// Emergency close-all; concurrent callers share one run.
+    pub async fn close_all(self: &Arc<Self>) -> Result<CloseAllReport, String> {
+        let cell = {
+            let mut slot = self
+                .close_all_inflight
+                .lock()
+                .map_err(|_| "internal lock poisoned".to_string())?;
+            slot.get_or_insert_with(|| Arc::new(tokio::sync::OnceCell::new()))
+                .clone()
+        };
+        let bot = self.clone();
+        let result = cell
+            .get_or_init(|| async move {
+                match tokio::task::spawn_blocking(move || bot.close_all_blocking()).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("close-all task failed: {e}")),
+                }
+            })
+            .await
+            .clone();
+        if let Ok(mut slot) = self.close_all_inflight.lock()
+            && slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, &cell))
+        {
+            *slot = None;
+        }
+        result
+    }
+
+    fn close_all_blocking(&self) -> Result<CloseAllReport, ControlError> {
+        let wall = wall_ms();
+        let mut guard = self.lock_ctl()?;
+        let core = &mut *guard;
+        let reason = "emergency close-all requested over the API";
+        // 1. halt first, persisted, so nothing opens while we close
+        if core.engine.halted().is_none() {
+            core.engine.halt(reason);
+        }
+        self.store
+            .save_flags(core.engine.halted(), core.engine.paused())?;
+        self.metrics.halted.set(1);
+        // 2. cancel open orders
+        let canceled_orders = self.store.cancel_open_orders(wall)?;
+        // 3. close every position (paper fills are immediate, so "wait for fills" is the
+        //    persistence below)
+        let already_flat = core.engine.open_count() == 0;
+        let mut events = Vec::new();
+        core.engine.close_all(reason, wall, &mut events);
+        let strategy = core.engine.strategy_name().to_string();
+        self.store
+            .persist(&events, core.engine.pairs(), &strategy)?;
+        self.report_events(&events, core.engine.pairs());
+        let positions = events
+            .iter()
+            .filter_map(|ev| match ev {
+                EngineEvent::Closed { trade: t, .. } => Some(ClosedPosition {
+                    trade_id: t.position.trade_id,
+                    pair: core.engine.pairs()[t.position.pair_idx].clone(),
+                    amount: t.position.amount,
+                    close_rate: t.close_rate,
+                    profit_abs: t.profit_abs,
+                    status: "closed",
+                }),
+                _ => None,
+            })
+            .collect();
+        self.update_gauges(core, self.mono_ms());
+        warn!(target: "trading", closed = events.len(), "emergency close-all done");
+        Ok(CloseAllReport {
+            halted: true,
+            halt_reason: core.engine.halted().map(str::to_string),
+            already_flat,
+            canceled_orders,
+            positions,
+            open_positions: core.engine.open_count(),
+        })
+    }
+
+    /// Current effective config.
+    pub fn config(&self) -> Result<Config, ControlError> {
+        Ok(self.lock_ctl()?.config.clone())
+    }
+
+    /// Apply a JSON merge patch (RFC 7386) of hot-reloadable fields.
+    pub fn patch_config(&self, patch: &Value) -> Result<Config, ControlError> {
+        let mut core = self.lock_ctl()?;
+        let new = merge_config(&core.config, patch)?;
+        let old = core.config.clone();
+        if new.risk != old.risk {
+            core.engine.set_risk(new.risk);
+        }
+        if new.strategy != old.strategy {
+            let (kind, params) = new
+                .strategy
+                .resolve()
+                .map_err(|e| ControlError::InvalidConfig(e.to_string()))?;
+            core.engine.set_strategy(&new.strategy.name, kind, params);
+        }
+        if new.paused != old.paused {
+            core.engine.set_paused(new.paused);
+            self.store.save_flags(core.engine.halted(), new.paused)?;
+        }
+        info!(target: "trading", patch = %patch, "config hot-reloaded");
+        core.config = new.clone();
+        Ok(new)
+    }
+}
+
+/// Leaf paths of a JSON object (`a.b.c`).
+fn leaf_paths(v: &Value, prefix: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) if !map.is_empty() => {
+            for (k, child) in map {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaf_paths(child, &p, out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+fn merge_patch(target: &mut Value, patch: &Value) {
+    if let Value::Object(p) = patch {
+        if !target.is_object() {
+            *target = Value::Object(serde_json::Map::new());
+        }
+        if let Value::Object(t) = target {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+    } else {
+        *target = patch.clone();
+    }
+}
+
+/// Validate and apply a merge patch to a config without side effects.
+pub fn merge_config(current: &Config, patch: &Value) -> Result<Config, ControlError> {
+    if !patch.is_object() {
+        return Err(ControlError::InvalidConfig(
+            "the patch must be a JSON object".into(),
+        ));
+    }
+    let mut leaves = Vec::new();
+    leaf_paths(patch, "", &mut leaves);
+    let refused: Vec<String> = leaves
+        .into_iter()
+        .filter(|path| {
+            !HOT_RELOADABLE
+                .iter()
+                .any(|hot| path == hot || path.starts_with(&format!("{hot}.")))
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Err(ControlError::NotHotReloadable(refused));
+    }
+    let mut doc =
+        serde_json::to_value(current).map_err(|e| ControlError::InvalidConfig(e.to_string()))?;
+    merge_patch(&mut doc, patch);
+    let new: Config = serde_json::from_value(doc)
+        .map_err(|e| ControlError::InvalidConfig(format!("invalid config: {e}")))?;
+    new.validate()
+        .map_err(|e| ControlError::InvalidConfig(e.to_string()))?;
+    Ok(new)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        Config::from_yaml("pairs: [A/B]").unwrap()
+    }
+
+    #[test]
+    fn hot_fields_apply() {
+        let new = merge_config(
+            &cfg(),
+            &json!({"risk": {"maxPositions": 7}, "paused": true, "strategy": {"params": {"rsiPeriod": 5}}, "logs": {"deleteAfter": "60d"}}),
+        )
+        .unwrap();
+        assert_eq!(new.risk.max_positions, 7);
+        assert!(new.paused);
+        assert_eq!(new.strategy.params.get("rsiPeriod"), Some(&5.0));
+        assert_eq!(new.risk.max_position_size, cfg().risk.max_position_size);
+    }
+
+    #[test]
+    fn cold_fields_are_named() {
+        match merge_config(
+            &cfg(),
+            &json!({"pairs": ["C/D"], "marketData": {"staleAfter": "1s"}, "risk": {"maxPositions": 2}}),
+        ) {
+            Err(ControlError::NotHotReloadable(f)) => {
+                assert_eq!(f, vec!["marketData.staleAfter", "pairs"])
+            }
+            other => panic!("{other:?}"),
+        }
+        match merge_config(&cfg(), &json!({"logs": {"level": "debug"}})) {
+            Err(ControlError::NotHotReloadable(f)) => assert_eq!(f, vec!["logs.level"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_values_are_refused_with_the_field() {
+        let e = merge_config(&cfg(), &json!({"risk": {"maxPositions": 0}}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("risk.maxPositions"), "{e}");
+        let e = merge_config(&cfg(), &json!({"risk": {"maxPositions": "x"}}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid"), "{e}");
+        assert!(merge_config(&cfg(), &json!([1])).is_err());
+    }
+}
