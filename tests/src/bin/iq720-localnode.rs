@@ -1,0 +1,71 @@
+//! `iq720-localnode`: the local node agent (a kubelet that runs containers as local
+//! processes). See `iq720_tests::localnode`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use iq720_tests::localnode::agent::{AgentOptions, run};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(
+    name = "iq720-localnode",
+    version,
+    about = "Local node agent for the IQ-720 test cluster"
+)]
+struct Args {
+    /// Admin kubeconfig of the cluster.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// Name of the Node to register.
+    #[arg(long, env = "IQ720_NODE_NAME", default_value = "iq720-local")]
+    node_name: String,
+    /// State directory (pod dirs, logs, volumes).
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// Image map (YAML), re-read at every container start.
+    #[arg(long, env = "IQ720_IMAGE_MAP")]
+    image_map: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn")),
+        )
+        .init();
+    let args = Args::parse();
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return std::process::ExitCode::FAILURE;
+    };
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+        token.cancel();
+    });
+    let opts = AgentOptions {
+        kubeconfig: args.kubeconfig,
+        node_name: args.node_name,
+        state_dir: args.state_dir,
+        image_map: args.image_map,
+    };
+    match run(opts, shutdown).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "node agent failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

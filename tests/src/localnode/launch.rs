@@ -1,0 +1,166 @@
+//! Turning a container spec into a process to start: image map, env, mounts, argv.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+
+use super::context::PodShared;
+use super::env::{EnvList, resolve_container_env};
+use super::image_map::{ImageMap, build_args};
+use super::mount_paths::MountMap;
+use super::objects::ObjectCache;
+use super::probes::ProbeTarget;
+use super::process::LaunchSpec;
+
+/// Everything needed to start and probe one container.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The process to start.
+    pub spec: LaunchSpec,
+    /// `imageID` to report.
+    pub image_id: String,
+    /// Context for probes.
+    pub probe_target: ProbeTarget,
+}
+
+/// Why a container could not be started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LaunchFailure {
+    /// No local binary is mapped for the image (reported as ErrImagePull).
+    #[error("{0}")]
+    ImageNotMapped(String),
+    /// The container's configuration cannot be resolved (CreateContainerConfigError).
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Environment every container starts with (the container's own env may override it).
+fn base_env(shared: &PodShared, pod: &Pod, cwd: &std::path::Path) -> EnvList {
+    let mut env = EnvList::default();
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    env.set("PATH", path);
+    env.set("HOME", cwd.to_string_lossy());
+    let hostname = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.hostname.clone())
+        .or_else(|| pod.metadata.name.clone())
+        .unwrap_or_default();
+    env.set("HOSTNAME", hostname);
+    env.set("IQ720_POD_IP", shared.pod_ip.clone());
+    if let Some((host, port)) = &shared.agent.api_endpoint {
+        env.set("KUBERNETES_SERVICE_HOST", host.clone());
+        env.set("KUBERNETES_SERVICE_PORT", port.to_string());
+        env.set("KUBERNETES_SERVICE_PORT_HTTPS", port.to_string());
+        env.set("KUBERNETES_PORT", format!("tcp://{host}:{port}"));
+    }
+    env
+}
+
+/// Resolves a container for a (re)start.
+pub async fn prepare(shared: &PodShared, container: &Container) -> Result<Prepared, LaunchFailure> {
+    let pod = shared.pod.borrow().clone();
+    let image = container.image.clone().unwrap_or_default();
+    let map = ImageMap::load(&shared.agent.image_map_path)
+        .map_err(|e| LaunchFailure::ImageNotMapped(e.to_string()))?;
+    let entry = map.resolve(&image).cloned().ok_or_else(|| {
+        LaunchFailure::ImageNotMapped(format!(
+            "image {image:?} is not in the image map {}",
+            shared.agent.image_map_path.display()
+        ))
+    })?;
+
+    // Mounts.
+    let dirs = shared.volume_dirs();
+    let mut mounts = Vec::new();
+    for m in container.volume_mounts.iter().flatten() {
+        let base = dirs.get(&m.name).ok_or_else(|| {
+            LaunchFailure::Config(format!("volume {:?} is not ready or not defined", m.name))
+        })?;
+        let sub = m.sub_path.clone().filter(|s| !s.is_empty());
+        let real = match sub {
+            Some(s) if super::atomic_writer::valid_relative_path(&s) => {
+                let p = base.join(&s);
+                if !p.exists() {
+                    std::fs::create_dir_all(&p)
+                        .map_err(|e| LaunchFailure::Config(format!("subPath {s}: {e}")))?;
+                }
+                p
+            }
+            Some(s) => return Err(LaunchFailure::Config(format!("invalid subPath {s:?}"))),
+            None => base.clone(),
+        };
+        mounts.push((m.mount_path.clone(), real));
+    }
+    let mounts = MountMap::new(mounts);
+
+    let cwd = container
+        .working_dir
+        .as_deref()
+        .and_then(|w| mounts.rewrite_path(w))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| shared.pod_dir.join("containers").join(&container.name));
+
+    // Environment.
+    let mut env = base_env(shared, &pod, &cwd);
+    for (k, v) in &entry.env {
+        env.set(k.clone(), v.clone());
+    }
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let mut objects = ObjectCache::new(shared.agent.client.clone(), &ns);
+    resolve_container_env(
+        &mut env,
+        &pod,
+        container,
+        &shared.pod_ip,
+        &shared.agent.capacity,
+        &mut objects,
+    )
+    .await
+    .map_err(|e| LaunchFailure::Config(e.to_string()))?;
+    let expand_rewrite = |s: &String| mounts.rewrite(&env.expand(s));
+    let command: Vec<String> = container
+        .command
+        .iter()
+        .flatten()
+        .map(expand_rewrite)
+        .collect();
+    let args: Vec<String> = container
+        .args
+        .iter()
+        .flatten()
+        .map(expand_rewrite)
+        .collect();
+    let env: BTreeMap<String, String> = env
+        .into_map()
+        .into_iter()
+        .map(|(k, v)| {
+            let v = mounts.rewrite(&v);
+            (k, v)
+        })
+        .collect();
+
+    let exec_program = entry
+        .command
+        .file_name()
+        .map(|n| (n.to_string_lossy().into_owned(), entry.command.clone()));
+    Ok(Prepared {
+        image_id: format!("iq720-local://{}", entry.command.display()),
+        spec: LaunchSpec {
+            program: entry.command.clone(),
+            args: build_args(&entry, &command, &args),
+            env: env.clone(),
+            cwd: cwd.clone(),
+            log_file: shared.log_file(&container.name),
+        },
+        probe_target: ProbeTarget {
+            pod_ip: shared.pod_ip.clone(),
+            ports: container.ports.clone().unwrap_or_default(),
+            cwd,
+            env,
+            exec_program,
+            mounts,
+        },
+    })
+}
