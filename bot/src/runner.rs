@@ -648,11 +648,10 @@ pub fn merge_config(current: &Config, patch: &Value) -> Result<Config, ControlEr
     let mut doc =
         serde_json::to_value(current).map_err(|e| ControlError::InvalidConfig(e.to_string()))?;
     merge_patch(&mut doc, patch);
-    let new: Config = serde_json::from_value(doc)
-        .map_err(|e| ControlError::InvalidConfig(format!("invalid config: {e}")))?;
-    new.validate()
-        .map_err(|e| ControlError::InvalidConfig(e.to_string()))?;
-    Ok(new)
+    // Round-trip through YAML text so deserialisation errors carry the field path.
+    let text =
+        serde_yaml::to_string(&doc).map_err(|e| ControlError::InvalidConfig(e.to_string()))?;
+    Config::from_yaml(&text).map_err(|e| ControlError::InvalidConfig(e.to_string()))
 }
 
 #[cfg(test)]
