@@ -77,8 +77,7 @@ kill_strays() {
 if [[ -d $RUN/pids ]]; then
 	# The node agent stops its pods on SIGTERM; give it time for their grace periods.
 	stop_all 60 localnode
-	stop_all 30 kube-scheduler kube-controller-manager minio
-	stop_all 30 kube-apiserver
+	stop_all 30 kube-scheduler kube-controller-manager minio kube-apiserver
 	stop_all 30 etcd
 	# Anything else that left a pid file (a component added later).
 	shopt -s nullglob

@@ -13,7 +13,8 @@
 # Env:   IQ720_RUN_DIR (default <repo>/.run/cluster), IQ720_CACHE_DIR,
 #        CARGO_TARGET_DIR (default <repo>/target),
 #        KUBEBUILDER_ASSETS (optional: take kube-apiserver and etcd from there),
-#        IQ720_UP_TIMEOUT (seconds for each wait, default 180)
+#        IQ720_UP_TIMEOUT (seconds for each wait, default 180),
+#        IQ720_SKIP_NODE=1 (no node agent: control plane, MinIO and bucket only)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need kubectl openssl python3 setsid curl base64
@@ -25,6 +26,16 @@ NODE_SRC=$IQ720_REPO/tests/src/bin/iq720-localnode.rs
 TESTPROC_SRC=$IQ720_REPO/tests/src/bin/iq720-testproc.rs
 BOT_SRC=$IQ720_REPO/bot/src/main.rs
 t0=$SECONDS
+# The node agent is started when its source exists, unless IQ720_SKIP_NODE=1
+# (control plane alone: pods stay Pending).
+with_node=false
+if [[ ${IQ720_SKIP_NODE:-0} == 1 ]]; then
+	warn "IQ720_SKIP_NODE=1: starting the control plane WITHOUT a node (pods stay Pending)"
+elif [[ ! -f $NODE_SRC ]]; then
+	warn "$NODE_SRC does not exist yet: starting the control plane WITHOUT a node (pods stay Pending)"
+else
+	with_node=true
+fi
 
 # ---------------------------------------------------------------- health check
 apiserver_ready() { curl -fsS --max-time 5 --cacert "$RUN/pki/ca.crt" "$KUBE_URL/readyz" >/dev/null; }
@@ -45,7 +56,7 @@ healthy() {
 	source "$RUN/state"
 	local c
 	for c in "${components[@]}"; do pid_alive "$RUN/pids/$c.pid" || return 1; done
-	if [[ -f $NODE_SRC ]]; then
+	if $with_node; then
 		pid_alive "$RUN/pids/localnode.pid" && node_ready || return 1
 	fi
 	apiserver_ready && etcd_ready && minio_ready && https_ok "$KCM_PORT" && https_ok "$SCHED_PORT"
@@ -84,7 +95,7 @@ trap on_exit EXIT
 # Rust binaries (node agent, test process, bot) build in the background while the
 # Go binaries are fetched or built and the control plane starts.
 rust_pid=
-if [[ -f $NODE_SRC ]]; then
+if $with_node; then
 	need cargo
 	(
 		cd "$IQ720_REPO"
@@ -97,8 +108,6 @@ if [[ -f $NODE_SRC ]]; then
 		fi
 	) >"$RUN/logs/build-rust.log" 2>&1 &
 	rust_pid=$!
-else
-	warn "$NODE_SRC does not exist yet: starting the control plane WITHOUT a node (pods stay Pending)"
 fi
 
 minio_out=$RUN/logs/build-minio.log
@@ -136,20 +145,32 @@ MINIO_CONSOLE_PORT=$MINIO_CONSOLE_PORT
 EOF
 
 pki=$RUN/pki
+# sign NAME SUBJECT EXTENDED_KEY_USAGE [SUBJECT_ALT_NAMES]: NAME.key/.crt signed by the CA.
+sign() {
+	openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$2"
+	{
+		echo "basicConstraints=critical,CA:FALSE"
+		echo "keyUsage=critical,digitalSignature,keyEncipherment"
+		echo "extendedKeyUsage=$3"
+		[[ -z ${4:-} ]] || echo "subjectAltName=$4"
+	} >"$1.ext"
+	openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial \
+		-out "$1.crt" -days 3650 -extfile "$1.ext"
+	rm -f "$1.csr" "$1.ext"
+}
 (
+	set -e
 	cd "$pki"
 	openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 \
 		-subj "/CN=iq720-local-ca" \
 		-addext "basicConstraints=critical,CA:TRUE" \
 		-addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature"
-	openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver"
-	printf '%s\n' \
-		"subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" \
-		"basicConstraints=critical,CA:FALSE" \
-		"keyUsage=critical,digitalSignature,keyEncipherment" \
-		"extendedKeyUsage=serverAuth" >apiserver.ext
-	openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
-		-out apiserver.crt -days 3650 -extfile apiserver.ext
+	sign apiserver "/CN=kube-apiserver" serverAuth \
+		"IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+	# The apiserver's client identity towards kubelets (kubectl logs/exec via the node agent)
+	# and towards aggregated API servers (front proxy).
+	sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
+	sign front-proxy-client "/CN=front-proxy-client" clientAuth
 	openssl genrsa -out sa.key 2048
 	openssl rsa -in sa.key -pubout -out sa.pub
 	printf '%s,admin,admin,"system:masters"\n' "$ADMIN_TOKEN" >tokens.csv
@@ -198,7 +219,7 @@ start etcd "${ETCD_CMD[@]}" \
 	--initial-cluster "iq720=http://127.0.0.1:$ETCD_PEER_PORT" \
 	--unsafe-no-fsync \
 	--log-level warn
-wait_for "$TIMEOUT" "etcd /health" etcd_ready || die "etcd did not become healthy"
+WAIT_PIDFILE=$RUN/pids/etcd.pid wait_for "$TIMEOUT" "etcd /health" etcd_ready || die "etcd did not become healthy"
 log "etcd up on 127.0.0.1:$ETCD_PORT"
 
 # ----------------------------------------------------------------- kube-apiserver
@@ -212,6 +233,15 @@ start kube-apiserver "${APISERVER_CMD[@]}" \
 	--tls-private-key-file "$pki/apiserver.key" \
 	--client-ca-file "$pki/ca.crt" \
 	--token-auth-file "$pki/tokens.csv" \
+	--kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
+	--kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+	--requestheader-client-ca-file "$pki/ca.crt" \
+	--requestheader-allowed-names front-proxy-client \
+	--requestheader-username-headers X-Remote-User \
+	--requestheader-group-headers X-Remote-Group \
+	--requestheader-extra-headers-prefix X-Remote-Extra- \
+	--proxy-client-cert-file "$pki/front-proxy-client.crt" \
+	--proxy-client-key-file "$pki/front-proxy-client.key" \
 	--service-account-issuer https://kubernetes.default.svc.cluster.local \
 	--service-account-key-file "$pki/sa.pub" \
 	--service-account-signing-key-file "$pki/sa.key" \
@@ -231,7 +261,7 @@ start minio env MINIO_ROOT_USER="$S3_ACCESS_KEY" MINIO_ROOT_PASSWORD="$S3_SECRET
 	--console-address "127.0.0.1:$MINIO_CONSOLE_PORT" \
 	"$RUN/minio"
 
-wait_for "$TIMEOUT" "kube-apiserver /readyz" apiserver_ready || die "kube-apiserver did not become ready"
+WAIT_PIDFILE=$RUN/pids/kube-apiserver.pid wait_for "$TIMEOUT" "kube-apiserver /readyz" apiserver_ready || die "kube-apiserver did not become ready"
 log "kube-apiserver ready at $KUBE_URL"
 
 # ----------------------------------------------------------------- controllers
@@ -259,7 +289,7 @@ start kube-scheduler "$CP" kube-scheduler \
 	--profiling=false
 
 # ----------------------------------------------------------------- MinIO bucket
-wait_for "$TIMEOUT" "MinIO /minio/health/ready" minio_ready || die "MinIO did not become ready"
+WAIT_PIDFILE=$RUN/pids/minio.pid wait_for "$TIMEOUT" "MinIO /minio/health/ready" minio_ready || die "MinIO did not become ready"
 S3_ENDPOINT=http://127.0.0.1:$MINIO_PORT
 code=$(s3_request PUT "$S3_ENDPOINT/$IQ720_S3_BUCKET" "$S3_ACCESS_KEY" "$S3_SECRET_KEY" "$IQ720_S3_REGION")
 [[ $code == 200 || $code == 409 ]] || die "creating bucket $IQ720_S3_BUCKET failed: HTTP $code"
@@ -267,9 +297,9 @@ code=$(s3_request HEAD "$S3_ENDPOINT/$IQ720_S3_BUCKET" "$S3_ACCESS_KEY" "$S3_SEC
 [[ $code == 200 ]] || die "bucket $IQ720_S3_BUCKET is not there after creation: HTTP $code"
 log "MinIO up at $S3_ENDPOINT with bucket $IQ720_S3_BUCKET"
 
-wait_for "$TIMEOUT" "kube-controller-manager /healthz" https_ok "$KCM_PORT" ||
+WAIT_PIDFILE=$RUN/pids/kube-controller-manager.pid wait_for "$TIMEOUT" "kube-controller-manager /healthz" https_ok "$KCM_PORT" ||
 	die "kube-controller-manager did not become healthy"
-wait_for "$TIMEOUT" "kube-scheduler /healthz" https_ok "$SCHED_PORT" ||
+WAIT_PIDFILE=$RUN/pids/kube-scheduler.pid wait_for "$TIMEOUT" "kube-scheduler /healthz" https_ok "$SCHED_PORT" ||
 	die "kube-scheduler did not become healthy"
 log "kube-controller-manager and kube-scheduler healthy"
 
@@ -294,7 +324,7 @@ if [[ -n $rust_pid ]]; then
 		--node-name "$IQ720_NODE_NAME" \
 		--state-dir "$RUN/node" \
 		--image-map "$RUN/images.yaml"
-	wait_for "$TIMEOUT" "node $IQ720_NODE_NAME Ready" node_ready || die "node $IQ720_NODE_NAME did not become Ready"
+	WAIT_PIDFILE=$RUN/pids/localnode.pid wait_for "$TIMEOUT" "node $IQ720_NODE_NAME Ready" node_ready || die "node $IQ720_NODE_NAME did not become Ready"
 	log "node $IQ720_NODE_NAME Ready"
 fi
 

@@ -37,12 +37,17 @@ need() {
 }
 
 # wait_for SECONDS DESCRIPTION CMD...: run CMD every 0.5 s until it succeeds or
-# the deadline passes (then return 1).
+# the deadline passes (then return 1). With WAIT_PIDFILE set, also give up as soon
+# as the process it names has exited.
 wait_for() {
 	local timeout=$1 what=$2
 	shift 2
 	local deadline=$((SECONDS + timeout))
 	while ! "$@" >/dev/null 2>&1; do
+		if [[ -n ${WAIT_PIDFILE:-} ]] && ! pid_alive "$WAIT_PIDFILE"; then
+			warn "gave up waiting for $what: its process exited"
+			return 1
+		fi
 		if ((SECONDS >= deadline)); then
 			warn "timed out after ${timeout}s waiting for $what"
 			return 1
