@@ -21,6 +21,14 @@ esac
 # group_alive PGID: true while any process of the group is alive.
 group_alive() { kill -0 -- "-$1" 2>/dev/null; }
 
+# ours PID: false when PID's group leader is alive but is not one of this run dir's
+# components (every component has the run dir in its arguments), i.e. a stale pid
+# file whose number now belongs to somebody else.
+ours() {
+	[[ -r /proc/$1/cmdline ]] || return 0
+	tr '\0' ' ' <"/proc/$1/cmdline" | grep -qF -- "$RUN/"
+}
+
 # stop_all TIMEOUT NAME...: SIGTERM each named component's process group, wait for
 # all of them to exit, SIGKILL what is left after TIMEOUT seconds.
 stop_all() {
@@ -31,7 +39,9 @@ stop_all() {
 		local f=$RUN/pids/$name.pid
 		[[ -s $f ]] || continue
 		pid=$(<"$f")
-		if [[ $pid =~ ^[0-9]+$ ]] && group_alive "$pid"; then
+		if [[ $pid =~ ^[0-9]+$ ]] && group_alive "$pid" && ! ours "$pid"; then
+			warn "pid file $f names process $pid, which is not part of this cluster: leaving it alone"
+		elif [[ $pid =~ ^[0-9]+$ ]] && group_alive "$pid"; then
 			log "stopping $name (process group $pid)"
 			kill -TERM -- "-$pid" 2>/dev/null || true
 			pids+=("$pid")
@@ -73,6 +83,15 @@ kill_strays() {
 		fi
 	done
 }
+
+# One cluster-up/cluster-down at a time per run dir (cluster-up holds the lock already
+# when it calls this script).
+if [[ ${IQ720_CLUSTER_LOCKED:-} != "$RUN" ]]; then
+	need flock
+	mkdir -p "$(dirname "$RUN")"
+	exec 8>"$RUN.lock"
+	flock 8
+fi
 
 if [[ -d $RUN/pids ]]; then
 	# The node agent stops its pods on SIGTERM; give it time for their grace periods.

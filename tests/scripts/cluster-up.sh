@@ -17,7 +17,7 @@
 #        IQ720_SKIP_NODE=1 (no node agent: control plane, MinIO and bucket only)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-need kubectl openssl python3 setsid curl base64
+need kubectl openssl python3 setsid curl base64 flock
 RUN=$IQ720_RUN_DIR
 SCRIPTS=$IQ720_REPO/tests/scripts
 TIMEOUT=${IQ720_UP_TIMEOUT:-180}
@@ -62,6 +62,12 @@ healthy() {
 	apiserver_ready && etcd_ready && minio_ready && https_ok "$KCM_PORT" && https_ok "$SCHED_PORT"
 }
 
+# One cluster-up/cluster-down at a time per run dir (the lock file sits beside it, so
+# --purge keeps it). cluster-down called from here inherits the lock (fd 8).
+mkdir -p "$(dirname "$RUN")"
+exec 8>"$RUN.lock"
+flock 8
+
 if healthy; then
 	log "cluster in $RUN is already up and healthy"
 	printf '%s\n' "$RUN/env"
@@ -69,7 +75,7 @@ if healthy; then
 fi
 if [[ -d $RUN ]]; then
 	log "run dir $RUN holds a stopped or partial cluster: stopping it and starting afresh"
-	bash "$SCRIPTS/cluster-down.sh" --purge
+	IQ720_CLUSTER_LOCKED=$RUN bash "$SCRIPTS/cluster-down.sh" --purge
 fi
 
 mkdir -p "$RUN"/{logs,pids,pki,node}
@@ -87,7 +93,7 @@ on_exit() {
 		tail -n 15 "$f" >&2
 	done
 	warn "stopping what was started (logs kept in $RUN/logs)"
-	bash "$SCRIPTS/cluster-down.sh" >&2 || true
+	IQ720_CLUSTER_LOCKED=$RUN bash "$SCRIPTS/cluster-down.sh" >&2 || true
 }
 trap on_exit EXIT
 
@@ -106,12 +112,12 @@ if $with_node; then
 			cargo build -p iq720-bot --bin iq720-bot ||
 				echo "WARNING: iq720-bot did not build; the image map will not list it"
 		fi
-	) >"$RUN/logs/build-rust.log" 2>&1 &
+	) >"$RUN/logs/build-rust.log" 2>&1 8>&- &
 	rust_pid=$!
 fi
 
 minio_out=$RUN/logs/build-minio.log
-bash "$SCRIPTS/install-minio.sh" >"$RUN/minio-bin" 2>"$minio_out" &
+bash "$SCRIPTS/install-minio.sh" >"$RUN/minio-bin" 2>"$minio_out" 8>&- &
 minio_build_pid=$!
 CP=$(bash "$SCRIPTS/build-controlplane.sh") || die "control-plane build failed"
 if [[ -n ${KUBEBUILDER_ASSETS:-} ]]; then
@@ -204,7 +210,7 @@ chmod 600 "$RUN/kubeconfig"
 start() {
 	local name=$1
 	shift
-	setsid "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null &
+	setsid "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null 8>&- &
 	echo $! >"$RUN/pids/$name.pid"
 }
 
