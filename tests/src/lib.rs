@@ -17,6 +17,13 @@
 pub mod harness;
 pub mod localnode;
 
+/// Selects rustls' `ring` crypto provider for the process. Both `ring` (kube) and
+/// `aws-lc-rs` (aws-sdk-s3) are linked, so rustls cannot pick one by itself; call this
+/// before building any TLS client (the harness and the node agent do). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub use harness::apply::{apply_yaml, parse_documents};
 pub use harness::cluster::{Cluster, ClusterEnv, FIELD_MANAGER, repo_root, run_dir};
 pub use harness::error::HarnessError;

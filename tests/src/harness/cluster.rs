@@ -112,6 +112,7 @@ impl ClusterEnv {
 
 /// Builds a client from a kubeconfig file.
 pub async fn client_from_kubeconfig(path: &Path) -> Result<Client> {
+    crate::install_crypto_provider();
     let kc = Kubeconfig::read_from(path)?;
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
     Ok(Client::try_from(config)?)

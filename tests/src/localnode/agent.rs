@@ -34,6 +34,7 @@ pub struct AgentOptions {
 }
 
 async fn client_from(path: &std::path::Path) -> Result<(Client, Option<(String, u16)>)> {
+    crate::install_crypto_provider();
     let kc = Kubeconfig::read_from(path)?;
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
     let endpoint = config
