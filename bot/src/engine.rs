@@ -134,6 +134,8 @@ pub struct Restored {
     pub paused: bool,
     /// Persisted peak equity.
     pub peak_equity: Option<f64>,
+    /// Persisted (UTC day number, equity at the start of that day).
+    pub day_start: Option<(i64, f64)>,
 }
 
 /// The engine.
@@ -202,6 +204,11 @@ impl Engine {
         e.risk = RiskManager::new(cfg.risk, eq, now_ms);
         if let Some(peak) = restored.peak_equity {
             e.risk.peak_equity = peak.max(eq);
+        }
+        if let Some((day, start)) = restored.day_start
+            && day == e.risk.day
+        {
+            e.risk.day_start_equity = start;
         }
         e
     }
@@ -586,5 +593,30 @@ mod tests {
         assert_eq!(e.open_count(), 1);
         assert!((e.cash() - (10_000.0 + 5.0 - 100.0)).abs() < 1e-9);
         assert_eq!(e.last_trade_id(), 7);
+    }
+
+    #[test]
+    fn restored_day_start_keeps_the_daily_loss_limit_across_restarts() {
+        let c = cfg();
+        let restored = Restored {
+            day_start: Some((0, 11_000.0)),
+            ..Restored::default()
+        };
+        let mut e = engine(&c, restored);
+        let mut out = vec![];
+        e.check_risk(1000, &mut out);
+        assert!(
+            e.halted().unwrap().contains("daily loss"),
+            "{:?}",
+            e.halted()
+        );
+        // a day_start from an earlier day is ignored
+        let restored = Restored {
+            day_start: Some((-1, 11_000.0)),
+            ..Restored::default()
+        };
+        let mut e = engine(&c, restored);
+        e.check_risk(1000, &mut out);
+        assert!(e.halted().is_none());
     }
 }

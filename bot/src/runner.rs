@@ -134,6 +134,8 @@ pub fn wall_ms() -> i64 {
 impl Bot {
     /// Open the store, restore state and build the engine (the loop is started separately).
     pub fn new(config: Config, tokens: Arc<TokenStore>) -> Result<Arc<Self>, StartError> {
+        // Leftovers of a backup interrupted by a crash.
+        let _ = std::fs::remove_dir_all(config.data_dir.join(".backup-work"));
         let store = Store::open(&config.data_dir)?;
         let (restored, orphans) = store.load(&config.pairs)?;
         for pair in &orphans {
@@ -277,7 +279,7 @@ impl Bot {
                 eq,
                 core.engine.cash(),
                 core.engine.open_count(),
-                core.engine.risk().peak_equity,
+                core.engine.risk(),
             )?;
             info!(
                 target: "performance",

@@ -237,6 +237,10 @@ impl Store {
         restored.halted = get("halted_reason")?;
         restored.paused = get("paused")?.as_deref() == Some("1");
         restored.peak_equity = get("peak_equity")?.and_then(|v| v.parse().ok());
+        restored.day_start = get("day_start")?.and_then(|v| {
+            let (d, e) = v.split_once(':')?;
+            Some((d.parse().ok()?, e.parse().ok()?))
+        });
         Ok((restored, orphans))
     }
 
@@ -332,7 +336,7 @@ impl Store {
         equity: f64,
         cash: f64,
         open: usize,
-        peak: f64,
+        risk: &crate::risk::RiskManager,
     ) -> Result<(), StoreError> {
         let mut conn = self.writer()?;
         let tx = conn.transaction()?;
@@ -342,7 +346,11 @@ impl Store {
         )?;
         tx.execute(
             "INSERT INTO bot_state (key, value) VALUES ('peak_equity', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [peak.to_string()],
+            [risk.peak_equity.to_string()],
+        )?;
+        tx.execute(
+            "INSERT INTO bot_state (key, value) VALUES ('day_start', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [format!("{}:{}", risk.day, risk.day_start_equity)],
         )?;
         tx.commit()?;
         Ok(())
