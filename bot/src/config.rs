@@ -928,6 +928,14 @@ mod tests {
     }
 
     #[test]
+    fn example_config_is_valid() {
+        let c = Config::from_yaml(include_str!("../config.example.yaml")).unwrap();
+        assert_eq!(c.pairs.len(), 3);
+        assert_eq!(c.risk.stop_loss.kind, StopLossKind::Trailing);
+        assert!(c.market_data.backup.is_some());
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = Config::from_yaml("pairs: [BTC/USDT]").unwrap();
         assert_eq!(c.risk.max_positions, 3);

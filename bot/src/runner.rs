@@ -634,6 +634,20 @@ pub fn merge_config(current: &Config, patch: &Value) -> Result<Config, ControlEr
             "the patch must be a JSON object".into(),
         ));
     }
+    let cur =
+        serde_json::to_value(current).map_err(|e| ControlError::InvalidConfig(e.to_string()))?;
+    let mut doc = cur.clone();
+    merge_patch(&mut doc, patch);
+    // Round-trip through YAML text so deserialisation errors carry the field path.
+    let text =
+        serde_yaml::to_string(&doc).map_err(|e| ControlError::InvalidConfig(e.to_string()))?;
+    let parsed = Config::from_yaml(&text);
+    // Compare normalised values, so re-sending an unchanged cold field (e.g. the whole
+    // rendered spec) is accepted and only real changes are refused.
+    let normalised = match &parsed {
+        Ok(c) => serde_json::to_value(c).unwrap_or_else(|_| doc.clone()),
+        Err(_) => doc.clone(),
+    };
     let mut leaves = Vec::new();
     leaf_paths(patch, "", &mut leaves);
     let refused: Vec<String> = leaves
@@ -643,17 +657,15 @@ pub fn merge_config(current: &Config, patch: &Value) -> Result<Config, ControlEr
                 .iter()
                 .any(|hot| path == hot || path.starts_with(&format!("{hot}.")))
         })
+        .filter(|path| {
+            let ptr = format!("/{}", path.replace('.', "/"));
+            cur.pointer(&ptr) != normalised.pointer(&ptr)
+        })
         .collect();
     if !refused.is_empty() {
         return Err(ControlError::NotHotReloadable(refused));
     }
-    let mut doc =
-        serde_json::to_value(current).map_err(|e| ControlError::InvalidConfig(e.to_string()))?;
-    merge_patch(&mut doc, patch);
-    // Round-trip through YAML text so deserialisation errors carry the field path.
-    let text =
-        serde_yaml::to_string(&doc).map_err(|e| ControlError::InvalidConfig(e.to_string()))?;
-    Config::from_yaml(&text).map_err(|e| ControlError::InvalidConfig(e.to_string()))
+    parsed.map_err(|e| ControlError::InvalidConfig(e.to_string()))
 }
 
 #[cfg(test)]
@@ -689,6 +701,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // unchanged cold values are accepted (the operator may send the whole spec)
+        let c = cfg();
+        let same = json!({"pairs": ["A/B"], "marketData": {"staleAfter": "5000ms"}, "risk": {"maxPositions": 4}});
+        assert_eq!(merge_config(&c, &same).unwrap().risk.max_positions, 4);
         match merge_config(&cfg(), &json!({"logs": {"level": "debug"}})) {
             Err(ControlError::NotHotReloadable(f)) => assert_eq!(f, vec!["logs.level"]),
             other => panic!("{other:?}"),
