@@ -358,3 +358,69 @@ fn token_rotation_overlaps_then_drops_the_old_token() {
     });
     assert!(works(new));
 }
+
+#[test]
+fn prune_returns_rows_as_json_lines_and_dry_run_keeps_them() {
+    let bot = Bot::start("paused: true");
+    // an old closed trade (10 days ago), written beside the running bot (WAL)
+    let old = jiff::Timestamp::now().as_millisecond() - 10 * 86_400_000;
+    {
+        let db = rusqlite::Connection::open(bot.data_dir().join("trades.db")).unwrap();
+        db.busy_timeout(Duration::from_secs(5)).unwrap();
+        db.execute(
+            "INSERT INTO trades (id, pair, side, is_open, amount, stake_amount, open_rate, open_date, fee_open,
+             close_rate, close_date, fee_close, close_profit, close_profit_abs, exit_reason, strategy)
+             VALUES (-5, 'BTC/USDT', 'long', 0, 1, 100, 100, ?1, 0.1, 101, ?2, 0.1, 0.008, 0.8, 'exit_signal', 'rsi')",
+            [old - 1000, old],
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO orders (id, trade_id, pair, side, status, amount, price, filled, fee, created_at, updated_at)
+             VALUES (-5, -5, 'BTC/USDT', 'buy', 'filled', 1, 100, 1, 0.1, ?1, ?1)",
+            [old - 1000],
+        )
+        .unwrap();
+    }
+    let r = bot.req(
+        "POST",
+        "/api/v1/maintenance/prune",
+        Some(r#"{"olderThanDays": 5, "dryRun": true}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+    assert_eq!(r.header("x-iq720-pruned-rows"), Some("2"));
+    let lines: Vec<serde_json::Value> = r
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["table"], "trades");
+    assert_eq!(lines[0]["row"]["id"], -5);
+    assert_eq!(lines[1]["table"], "orders");
+    let has_old = |bot: &Bot| {
+        bot.get_json("/api/v1/trades?limit=10000")["trades"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == -5)
+    };
+    assert!(has_old(&bot), "dry run deletes nothing");
+    let r = bot.req(
+        "POST",
+        "/api/v1/maintenance/prune",
+        Some(r#"{"olderThanDays": 5}"#),
+    );
+    assert_eq!(r.header("x-iq720-pruned-rows"), Some("2"));
+    assert!(!has_old(&bot));
+    let r = bot.req(
+        "POST",
+        "/api/v1/maintenance/prune",
+        Some(r#"{"olderThanDays": 5}"#),
+    );
+    assert_eq!(r.header("x-iq720-pruned-rows"), Some("0"));
+    assert!(r.body.is_empty());
+    let v = bot.req("POST", "/api/v1/maintenance/vacuum", None);
+    assert_eq!(v.status, 200, "{}", v.text());
+    assert!(v.json()["bytesAfter"].as_u64().unwrap() > 0);
+}
