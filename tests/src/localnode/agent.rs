@@ -95,6 +95,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<()> 
     }
     let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone(), node, shutdown.clone()));
     let provisioner = tokio::spawn(provisioner_loop(ctx.clone(), shutdown.clone()));
+    let rescue = tokio::spawn(super::rescue::rescue_loop(ctx.clone(), shutdown.clone()));
 
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node_name));
@@ -157,6 +158,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<()> 
     }
     let _ = heartbeat.await;
     let _ = provisioner.await;
+    let _ = rescue.await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -24,5 +24,6 @@ pub mod pod_status;
 pub mod pod_worker;
 pub mod probes;
 pub mod process;
+pub mod rescue;
 pub mod storage;
 pub mod volumes;
