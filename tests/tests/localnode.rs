@@ -503,3 +503,60 @@ spec:
         "{last:?}"
     );
 }
+
+#[tokio::test]
+async fn service_account_kubeconfig_and_restart_never() {
+    let (cluster, ns) = setup().await;
+    let kubectl = ["/usr/local/bin/kubectl", "/usr/bin/kubectl"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .expect("kubectl installed");
+    cluster
+        .map_image("iq720.io/kubectl:test", &kubectl, &[])
+        .unwrap();
+    apply_yaml(
+        &cluster.client,
+        Some(ns.name()),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: whoami}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: iq720.io/kubectl:test
+    args: ["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]
+"#,
+    )
+    .await
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns.name());
+    let pod = wait_for_condition(
+        &pods,
+        "whoami",
+        |p: Option<&Pod>| {
+            matches!(
+                p.and_then(|p| p.status.as_ref())
+                    .and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+        },
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let log = pod_log(&cluster, ns.name(), "whoami", "main")
+        .await
+        .unwrap();
+    assert_eq!(
+        pod.status.unwrap().phase.as_deref(),
+        Some("Succeeded"),
+        "{log}"
+    );
+    assert_eq!(
+        log.trim(),
+        format!("system:serviceaccount:{}:default", ns.name())
+    );
+}

@@ -226,6 +226,10 @@ impl Cluster {
     /// Adds or replaces an image map entry (`repository:tag` → local binary). The node
     /// agent re-reads the map at each container start.
     pub fn map_image(&self, image: &str, command: &Path, args: &[&str]) -> Result<()> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = LOCK
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let path = self.env.image_map();
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let mut doc: serde_yaml::Value =

@@ -58,6 +58,44 @@ fn base_env(shared: &PodShared, pod: &Pod, cwd: &std::path::Path) -> EnvList {
     env
 }
 
+/// Where Kubernetes mounts a pod's service-account token, CA and namespace.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Renders a kubeconfig that authenticates with the pod's service-account token file.
+pub fn render_kubeconfig(server: &str, sa_dir: &std::path::Path, namespace: &str) -> String {
+    let ca = sa_dir.join("ca.crt");
+    let token = sa_dir.join("token");
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: service-account\n  user:\n    tokenFile: {token}\ncontexts:\n- name: in-cluster\n  context:\n    cluster: local\n    user: service-account\n    namespace: {namespace}\ncurrent-context: in-cluster\n",
+        ca = ca.display(),
+        token = token.display(),
+    )
+}
+
+/// Programs on the host cannot read the token at its in-cluster path, so a container
+/// with the service-account mount gets `KUBECONFIG` pointing at a kubeconfig that uses
+/// the mounted token and CA (clients such as kube-rs' `Config::infer` and kubectl read it).
+fn service_account_kubeconfig(
+    shared: &PodShared,
+    mounts: &MountMap,
+    namespace: &str,
+    container: &str,
+) -> Result<Option<PathBuf>, LaunchFailure> {
+    let (Some(sa_dir), Some((host, port))) = (
+        mounts.real_dir(SERVICE_ACCOUNT_DIR),
+        &shared.agent.api_endpoint,
+    ) else {
+        return Ok(None);
+    };
+    let dir = shared.pod_dir.join("kube");
+    let path = dir.join(format!("{container}.kubeconfig"));
+    let text = render_kubeconfig(&format!("https://{host}:{port}"), sa_dir, namespace);
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&path, text))
+        .map_err(|e| LaunchFailure::Config(format!("writing {}: {e}", path.display())))?;
+    Ok(Some(path))
+}
+
 /// Resolves a container for a (re)start.
 pub async fn prepare(shared: &PodShared, container: &Container) -> Result<Prepared, LaunchFailure> {
     let pod = shared.pod.borrow().clone();
@@ -108,6 +146,9 @@ pub async fn prepare(shared: &PodShared, container: &Container) -> Result<Prepar
         env.set(k.clone(), v.clone());
     }
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    if let Some(kc) = service_account_kubeconfig(shared, &mounts, &ns, &container.name)? {
+        env.set("KUBECONFIG", kc.to_string_lossy());
+    }
     let mut objects = ObjectCache::new(shared.agent.client.clone(), &ns);
     resolve_container_env(
         &mut env,

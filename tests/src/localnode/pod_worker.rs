@@ -384,7 +384,7 @@ async fn run(
         if let Ok(mut ips) = agent.ips.lock() {
             ips.release(&uid);
         }
-        for sub in ["volumes", "containers", "pids"] {
+        for sub in ["volumes", "containers", "pids", "kube"] {
             let _ = std::fs::remove_dir_all(pod_dir.join(sub));
         }
     }
