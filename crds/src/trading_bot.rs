@@ -219,8 +219,9 @@ pub struct StrategySpec {
     /// Strategy family.
     #[serde(default)]
     pub name: StrategyName,
-    /// Numeric strategy parameters, for example `rsiPeriod: 14`, `rsiOversold: 30`,
-    /// `bollingerStdDev: 2`. Unknown names are reported by the bot. Hot-reloadable.
+    /// Numeric strategy parameters: `rsiPeriod`, `rsiBuy`, `rsiSell`, `macdFast`,
+    /// `macdSlow`, `macdSignal`, `bbPeriod`, `bbStdDev`, `minConfirmations`. Unknown
+    /// names are reported in the InvalidSpec condition. Hot-reloadable.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 32))]
     pub params: BTreeMap<String, f64>,

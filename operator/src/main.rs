@@ -1,17 +1,25 @@
 //! `iq720-operator`: the Kubernetes operator that runs IQ-720 trading bots.
 //!
-//! Subcommands:
+//! - `run` runs the controllers (see `--help`).
 //! - `crd` prints the CustomResourceDefinitions as YAML, or writes one file per CRD
 //!   with `--out-dir` (this is what `make crds` runs).
-
-mod cli;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use iq720_operator::cli;
+use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if matches!(cli.command, cli::Command::Run(_)) {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_current_span(false)
+            .init();
+    }
     match cli::execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

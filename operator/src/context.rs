@@ -1,0 +1,127 @@
+//! State shared by every reconcile: client, event recorder, metrics, bot API client.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::Client;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tracing::warn;
+
+use crate::metrics::Metrics;
+use crate::tradingbot::bot_client::BotApi;
+
+/// Tunables of the controllers.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often a running bot is polled for status.
+    pub bot_poll_interval: Duration,
+    /// Deadline for an emergency close-all before the bot is scaled to zero anyway.
+    pub close_all_deadline: Duration,
+    /// Timeout of an ordinary bot API call.
+    pub bot_api_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bot_poll_interval: Duration::from_secs(10),
+            close_all_deadline: Duration::from_secs(10),
+            bot_api_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Shared state of the controllers.
+#[derive(Clone)]
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Bot control API client.
+    pub bots: BotApi,
+    /// Tunables.
+    pub settings: Settings,
+    /// Set once the controller runs (leadership held); drives /readyz.
+    pub ready: Arc<AtomicBool>,
+    /// Last known phase of every bot, for the bots-by-phase gauge.
+    phases: Arc<Mutex<BTreeMap<(String, String), String>>>,
+}
+
+impl Context {
+    /// Builds the context.
+    pub fn new(
+        client: Client,
+        metrics: Metrics,
+        settings: Settings,
+        instance: Option<String>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "iq720-operator".to_string(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            bots: BotApi::new(settings.bot_api_timeout),
+            client,
+            metrics,
+            settings,
+            ready: Arc::new(AtomicBool::new(false)),
+            phases: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// Records a bot's phase (None: the bot is gone) and refreshes the phase gauge.
+    pub fn record_phase(&self, namespace: &str, name: &str, phase: Option<String>) {
+        let Ok(mut phases) = self.phases.lock() else {
+            return;
+        };
+        let key = (namespace.to_string(), name.to_string());
+        match phase {
+            Some(p) => {
+                phases.insert(key, p);
+            }
+            None => {
+                phases.remove(&key);
+            }
+        }
+        self.metrics.bots_by_phase.reset();
+        for p in phases.values() {
+            self.metrics
+                .bots_by_phase
+                .with_label_values(&[p.as_str()])
+                .inc();
+        }
+    }
+
+    /// Whether the controller is running.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Publishes an Event on `obj`; a failure to publish is logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            warn!(error = %e, reason, "cannot publish event");
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Prometheus metrics of the operator.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The operator's metrics, registered in their own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Reconciliations by controller.
+    pub reconciliations: IntCounterVec,
+    /// Reconcile failures by controller and reason.
+    pub reconcile_errors: IntCounterVec,
+    /// Reconcile duration by controller.
+    pub reconcile_duration: HistogramVec,
+    /// TradingBots by phase.
+    pub bots_by_phase: IntGaugeVec,
+    /// Emergency stops by result (`flat`, `positions_may_remain`).
+    pub emergency_stops: IntCounterVec,
+    /// Time from seeing an emergency stop to replicas 0.
+    pub emergency_stop_duration: HistogramVec,
+    /// Status writes by controller (an idle bot causes none).
+    pub status_writes: IntCounterVec,
+    /// Hot configuration reloads applied through the bot API.
+    pub hot_reloads: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let reconciliations = IntCounterVec::new(
+            Opts::new(
+                "iq720_operator_reconciliations_total",
+                "Reconciliations started",
+            ),
+            &["controller"],
+        )?;
+        let reconcile_errors = IntCounterVec::new(
+            Opts::new(
+                "iq720_operator_reconcile_errors_total",
+                "Reconciliations that failed",
+            ),
+            &["controller", "reason"],
+        )?;
+        let reconcile_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "iq720_operator_reconcile_duration_seconds",
+                "Duration of a reconciliation",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["controller"],
+        )?;
+        let bots_by_phase = IntGaugeVec::new(
+            Opts::new("iq720_operator_bots", "TradingBots by phase"),
+            &["phase"],
+        )?;
+        let emergency_stops = IntCounterVec::new(
+            Opts::new(
+                "iq720_operator_emergency_stops_total",
+                "Emergency stops carried out",
+            ),
+            &["result"],
+        )?;
+        let emergency_stop_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "iq720_operator_emergency_stop_duration_seconds",
+                "Time from seeing an emergency stop to zero replicas",
+            )
+            .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]),
+            &["result"],
+        )?;
+        let status_writes = IntCounterVec::new(
+            Opts::new(
+                "iq720_operator_status_writes_total",
+                "Status subresource writes",
+            ),
+            &["controller"],
+        )?;
+        let hot_reloads = IntCounterVec::new(
+            Opts::new(
+                "iq720_operator_hot_reloads_total",
+                "Configuration changes applied without a restart",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(reconciliations.clone()))?;
+        registry.register(Box::new(reconcile_errors.clone()))?;
+        registry.register(Box::new(reconcile_duration.clone()))?;
+        registry.register(Box::new(bots_by_phase.clone()))?;
+        registry.register(Box::new(emergency_stops.clone()))?;
+        registry.register(Box::new(emergency_stop_duration.clone()))?;
+        registry.register(Box::new(status_writes.clone()))?;
+        registry.register(Box::new(hot_reloads.clone()))?;
+        Ok(Self {
+            registry,
+            reconciliations,
+            reconcile_errors,
+            reconcile_duration,
+            bots_by_phase,
+            emergency_stops,
+            emergency_stop_duration,
+            status_writes,
+            hot_reloads,
+        })
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        if TextEncoder::new().encode(&families, &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,35 @@
+//! The headless Service that gives the bot's pod a stable DNS name.
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::ObjectMeta;
+
+use super::Owner;
+use super::labels::{API_PORT, API_PORT_NAME, common_labels, selector_labels, workload_name};
+
+/// Builds the headless Service.
+pub fn build(owner: &Owner) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some(workload_name(&owner.name)),
+            namespace: Some(owner.namespace.clone()),
+            labels: Some(common_labels(&owner.name)),
+            owner_references: Some(vec![owner.reference.clone()]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_string()),
+            selector: Some(selector_labels(&owner.name)),
+            publish_not_ready_addresses: Some(true),
+            ports: Some(vec![ServicePort {
+                name: Some(API_PORT_NAME.to_string()),
+                port: API_PORT,
+                target_port: Some(IntOrString::String(API_PORT_NAME.to_string())),
+                protocol: Some("TCP".to_string()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}

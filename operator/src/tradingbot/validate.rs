@@ -1,0 +1,155 @@
+//! Checks of a TradingBot spec that the CRD's CEL rules cannot express. A failure
+//! becomes the `InvalidSpec` condition, never a crash or a hot loop.
+
+use iq720_crds::TradingBot;
+use iq720_crds::trading_bot::{MarketDataKind, TradingMode};
+
+use crate::duration;
+
+/// Strategy parameters the bot understands (see bot/README.md).
+pub const STRATEGY_PARAMS: &[&str] = &[
+    "rsiPeriod",
+    "rsiBuy",
+    "rsiSell",
+    "macdFast",
+    "macdSlow",
+    "macdSignal",
+    "bbPeriod",
+    "bbStdDev",
+    "minConfirmations",
+];
+
+/// Returns every problem of the spec, each naming its field; empty when valid.
+pub fn problems(bot: &TradingBot) -> Vec<String> {
+    let spec = &bot.spec;
+    let mut out = Vec::new();
+    let compress = duration::parse(&spec.logs.compress_after);
+    let delete = duration::parse(&spec.logs.delete_after);
+    match (&compress, &delete) {
+        (Ok(c), Ok(d)) if d <= c => out.push(format!(
+            "spec.logs.deleteAfter ({}) must be longer than spec.logs.compressAfter ({})",
+            spec.logs.delete_after, spec.logs.compress_after
+        )),
+        _ => {}
+    }
+    for (field, value) in [
+        ("spec.logs.compressAfter", &spec.logs.compress_after),
+        ("spec.logs.deleteAfter", &spec.logs.delete_after),
+        ("spec.marketData.staleAfter", &spec.market_data.stale_after),
+        (
+            "spec.apiKeys.rotationInterval",
+            &spec.api_keys.rotation_interval,
+        ),
+        ("spec.apiKeys.gracePeriod", &spec.api_keys.grace_period),
+        ("spec.update.healthTimeout", &spec.update.health_timeout),
+    ] {
+        match duration::parse(value) {
+            Err(e) => out.push(format!("{field}: {e}")),
+            Ok(d) if d.is_zero() => out.push(format!("{field} must be longer than zero")),
+            Ok(_) => {}
+        }
+    }
+    if let Ok(stale) = duration::parse(&spec.market_data.stale_after)
+        && stale < std::time::Duration::from_secs(1)
+    {
+        out.push("spec.marketData.staleAfter must be at least 1s".to_string());
+    }
+    if spec.mode == TradingMode::Live {
+        out.push(
+            "spec.mode live is not supported by this release: no exchange adapter is available yet; use mode paper"
+                .to_string(),
+        );
+    }
+    let sources = std::iter::once(("primary", &spec.market_data.primary))
+        .chain(spec.market_data.backup.iter().map(|b| ("backup", b)));
+    for (role, src) in sources {
+        if src.kind == MarketDataKind::Exchange {
+            out.push(format!(
+                "spec.marketData.{role}.type exchange is not supported by this release; use simulator or csvReplay"
+            ));
+        }
+    }
+    for name in spec.strategy.params.keys() {
+        if !STRATEGY_PARAMS.contains(&name.as_str()) {
+            out.push(format!(
+                "spec.strategy.params.{name} is not a known parameter (known: {})",
+                STRATEGY_PARAMS.join(", ")
+            ));
+        }
+    }
+    for (name, value) in &spec.strategy.params {
+        if !value.is_finite() {
+            out.push(format!(
+                "spec.strategy.params.{name} must be a finite number"
+            ));
+        }
+    }
+    let p = |k: &str| spec.strategy.params.get(k).copied();
+    let (fast, slow) = (p("macdFast").unwrap_or(12.0), p("macdSlow").unwrap_or(26.0));
+    if fast >= slow {
+        out.push("spec.strategy.params.macdFast must be smaller than macdSlow".to_string());
+    }
+    let (buy, sell) = (p("rsiBuy").unwrap_or(30.0), p("rsiSell").unwrap_or(70.0));
+    if !(0.0 < buy && buy < sell && sell < 100.0) {
+        out.push("spec.strategy.params need 0 < rsiBuy < rsiSell < 100".to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn bot(spec: serde_json::Value) -> TradingBot {
+        TradingBot::new("b", serde_json::from_value(spec).unwrap())
+    }
+
+    #[test]
+    fn valid_sample_has_no_problems() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/samples/tradingbot-paper.yaml"
+        ))
+        .unwrap();
+        let sample: TradingBot = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(problems(&sample), Vec::<String>::new());
+    }
+
+    #[test]
+    fn delete_after_must_exceed_compress_after() {
+        let b = bot(
+            json!({"version": "1.0.0", "pairs": ["BTC/USDT"], "logs": {"compressAfter": "30d", "deleteAfter": "7d"}}),
+        );
+        let p = problems(&b);
+        assert!(
+            p.iter()
+                .any(|m| m.contains("deleteAfter (7d) must be longer")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_strategy_param_is_named() {
+        let b = bot(
+            json!({"version": "1.0.0", "pairs": ["BTC/USDT"], "strategy": {"params": {"rsiPeriodd": 3}}}),
+        );
+        assert!(
+            problems(&b)
+                .iter()
+                .any(|m| m.contains("spec.strategy.params.rsiPeriodd"))
+        );
+    }
+
+    #[test]
+    fn live_mode_and_exchange_feeds_are_reported() {
+        let b = bot(
+            json!({"version": "1.0.0", "pairs": ["BTC/USDT"], "mode": "live",
+            "exchange": {"name": "binance", "credentialsSecretRef": {"name": "k"}},
+            "marketData": {"primary": {"type": "exchange", "endpoint": "wss://x"}}}),
+        );
+        let p = problems(&b);
+        assert_eq!(p.len(), 2, "{p:?}");
+    }
+}
