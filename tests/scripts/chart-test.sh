@@ -4,16 +4,17 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 CHART="$ROOT/charts/iq720-operator"
+KUBE_VERSION="${KUBE_VERSION:-1.34.4}"
 HELM="$(bash "$ROOT/tests/scripts/install-helm.sh")"
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 
-"$HELM" lint --strict "$CHART"
+"$HELM" lint --strict --kube-version "$KUBE_VERSION" "$CHART"
 for values in "" "$CHART/ci/single-namespace-values.yaml" "$CHART/ci/no-leader-election-values.yaml"; do
   args=()
-  [[ -n "$values" ]] && args=(-f "$values") && "$HELM" lint --strict "$CHART" "${args[@]}"
+  [[ -n "$values" ]] && args=(-f "$values") && "$HELM" lint --strict --kube-version "$KUBE_VERSION" "$CHART" "${args[@]}"
   name="$(basename "${values:-default}" .yaml)"
-  "$HELM" template iq720 "$CHART" --namespace iq720-system --include-crds "${args[@]}" > "$OUT/$name.yaml"
+  "$HELM" template iq720 "$CHART" --kube-version "$KUBE_VERSION" --namespace iq720-system --include-crds "${args[@]}" > "$OUT/$name.yaml"
   echo "rendered $name: $(grep -c '^kind:' "$OUT/$name.yaml") objects"
 done
 
@@ -37,10 +38,10 @@ refute no-leader-election-values "- --leader-election"
 refute no-leader-election-values "kind: ClusterRole"
 
 # Values the chart must refuse.
-if "$HELM" template iq720 "$CHART" --set replicaCount=2 --set leaderElection.enabled=false >/dev/null 2>&1; then
+if "$HELM" template iq720 "$CHART" --kube-version "$KUBE_VERSION" --set replicaCount=2 --set leaderElection.enabled=false >/dev/null 2>&1; then
   echo "chart-test: replicaCount=2 without leader election must be refused" >&2; exit 1
 fi
-if "$HELM" template iq720 "$CHART" --set image.pullPolicy=Sometimes >/dev/null 2>&1; then
+if "$HELM" template iq720 "$CHART" --kube-version "$KUBE_VERSION" --set image.pullPolicy=Sometimes >/dev/null 2>&1; then
   echo "chart-test: values.schema.json must refuse image.pullPolicy=Sometimes" >&2; exit 1
 fi
 echo "chart-test: ok"
