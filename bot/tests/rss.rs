@@ -43,5 +43,20 @@ fn rss_under_30_mb_with_5_pairs_trading() {
         "RSS max {max} KiB ({:.1} MiB) over {samples} samples in 20 s; {opened} trades opened, 5 pairs at 100 ticks/s each",
         max as f64 / 1024.0
     );
+    // the live tick-to-decision histogram of the same process
+    let count = bot
+        .metric("iq720_bot_tick_to_decision_seconds_count")
+        .unwrap();
+    for le in ["0.00001", "0.000025", "0.00005"] {
+        let n = bot
+            .metric(&format!(
+                "iq720_bot_tick_to_decision_seconds_bucket{{le=\"{le}\"}}"
+            ))
+            .unwrap();
+        println!(
+            "tick_to_decision <= {le} s: {n} of {count} ({:.3}%)",
+            n / count * 100.0
+        );
+    }
     assert!(max < 30 * 1024, "RSS {max} KiB exceeds 30 MiB");
 }
