@@ -358,6 +358,17 @@ spec:
         .await
         .unwrap();
     assert!(log.contains(&format!("listening on {ip}:8081")), "{log}");
+    // The same through the apiserver (kubectl logs → the agent's kubelet API).
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns.name());
+    let params = kube::api::LogParams {
+        container: Some("main".into()),
+        ..Default::default()
+    };
+    let via_api = pods.logs("envpod", &params).await.unwrap();
+    assert!(
+        via_api.contains(&format!("listening on {ip}:8081")),
+        "{via_api}"
+    );
 }
 
 #[tokio::test]

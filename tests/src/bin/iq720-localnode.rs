@@ -28,6 +28,9 @@ struct Args {
     /// Image map (YAML), re-read at every container start.
     #[arg(long, env = "IQ720_IMAGE_MAP")]
     image_map: PathBuf,
+    /// Port of the kubelet API (kubectl logs) on 127.0.0.1; 0 picks a free port.
+    #[arg(long, default_value_t = 0)]
+    kubelet_port: u16,
 }
 
 #[tokio::main]
@@ -61,6 +64,7 @@ async fn main() -> std::process::ExitCode {
         node_name: args.node_name,
         state_dir: args.state_dir,
         image_map: args.image_map,
+        kubelet_port: args.kubelet_port,
     };
     match run(opts, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -31,6 +31,8 @@ pub struct AgentOptions {
     pub state_dir: PathBuf,
     /// Image map file.
     pub image_map: PathBuf,
+    /// Kubelet API port on 127.0.0.1 (0: any free port).
+    pub kubelet_port: u16,
 }
 
 async fn client_from(path: &std::path::Path) -> Result<(Client, Option<(String, u16)>)> {
@@ -73,6 +75,11 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<()> 
     let image_map =
         std::path::absolute(&opts.image_map).map_err(|e| NodeError::io(&opts.image_map, e))?;
     let (client, api_endpoint) = client_from(&opts.kubeconfig).await?;
+    let listener = super::kubelet_api::bind(opts.kubelet_port).await?;
+    let kubelet_port = listener
+        .local_addr()
+        .map_err(|e| NodeError::io("kubelet listener", e))?
+        .port();
     let ctx = Arc::new(AgentContext {
         client,
         node_name: opts.node_name.clone(),
@@ -81,7 +88,25 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<()> 
         api_endpoint,
         capacity: machine_capacity(),
         ips: Mutex::new(IpPool::default()),
+        kubelet_port,
     });
+    let kubelet_api = match super::kubelet_api::ensure_certificate(
+        &ctx.state_dir.join("kubelet"),
+        &ctx.node_name,
+    ) {
+        Ok((cert, key)) => Some(tokio::spawn(super::kubelet_api::serve(
+            listener,
+            cert,
+            key,
+            ctx.client.clone(),
+            ctx.state_dir.clone(),
+            shutdown.clone(),
+        ))),
+        Err(e) => {
+            tracing::warn!(error = %e, "no serving certificate: kubectl logs will not work");
+            None
+        }
+    };
     tracing::info!(node = %ctx.node_name, state_dir = %ctx.state_dir.display(), "starting");
 
     let Some(node) = retry("node registration", &shutdown, || register(&ctx)).await else {
@@ -159,6 +184,9 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<()> 
     let _ = heartbeat.await;
     let _ = provisioner.await;
     let _ = rescue.await;
+    if let Some(k) = kubelet_api {
+        let _ = k.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

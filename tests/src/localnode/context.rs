@@ -27,6 +27,8 @@ pub struct AgentContext {
     pub capacity: NodeCapacity,
     /// Pod IP allocation.
     pub ips: Mutex<IpPool>,
+    /// Port of the kubelet API (`kubectl logs`), reported in the node status.
+    pub kubelet_port: u16,
 }
 
 /// What every container task of one pod shares.

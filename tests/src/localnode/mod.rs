@@ -16,6 +16,7 @@ pub mod error;
 pub mod expansion;
 pub mod image_map;
 pub mod ipam;
+pub mod kubelet_api;
 pub mod launch;
 pub mod mount_paths;
 pub mod node;

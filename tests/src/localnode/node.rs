@@ -129,13 +129,17 @@ pub fn node_status(ctx: &AgentContext, now: Timestamp) -> NodeStatus {
                 type_: "InternalIP".into(),
                 address: "127.0.0.1".into(),
             },
+            // The apiserver dials the first address of its preferred types (Hostname
+            // first by default) for `kubectl logs`: the node name does not resolve.
             NodeAddress {
                 type_: "Hostname".into(),
-                address: ctx.node_name.clone(),
+                address: "localhost".into(),
             },
         ]),
         daemon_endpoints: Some(NodeDaemonEndpoints {
-            kubelet_endpoint: Some(DaemonEndpoint { port: 10250 }),
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(ctx.kubelet_port),
+            }),
         }),
         node_info: Some(NodeSystemInfo {
             machine_id: read_trimmed("/etc/machine-id"),
