@@ -411,3 +411,58 @@ pub async fn prune(State(bot): State<AppState>, body: Bytes) -> Result<Response,
     );
     Ok(resp)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::api::auth::TokenStore;
+    use crate::config::Config;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
+    fn health(bot: &AppState) -> StatusCode {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(healthz(State(bot.clone()))).status()
+    }
+
+    #[test]
+    fn healthz_fails_while_the_engine_loop_is_stuck_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::from_yaml(&format!(
+            "pairs: [A/B]\nmarketData: {{tickRate: 100}}\ndataDir: {}\n",
+            dir.path().join("data").display()
+        ))
+        .unwrap();
+        let bot = Bot::new(cfg, Arc::new(TokenStore::new(&dir.path().join("tokens")))).unwrap();
+        let engine = bot.spawn_engine().unwrap();
+        assert_eq!(health(&bot), StatusCode::OK);
+        // Hold the engine lock from another thread: the loop cannot iterate.
+        let release = Arc::new(AtomicBool::new(false));
+        let (b2, r2) = (bot.clone(), release.clone());
+        let holder = std::thread::spawn(move || {
+            let _guard = b2.lock().unwrap();
+            while !r2.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let deadline = Instant::now() + bot.loop_timeout() + Duration::from_secs(5);
+        while health(&bot) == StatusCode::OK {
+            assert!(Instant::now() < deadline, "healthz never failed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(health(&bot), StatusCode::SERVICE_UNAVAILABLE);
+        release.store(true, Ordering::Relaxed);
+        holder.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while health(&bot) != StatusCode::OK {
+            assert!(Instant::now() < deadline, "healthz never recovered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bot.shutdown.store(true, Ordering::Relaxed);
+        engine.join().unwrap();
+    }
+}
