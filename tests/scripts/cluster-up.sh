@@ -63,7 +63,7 @@ healthy() {
 }
 
 # One cluster-up/cluster-down at a time per run dir (the lock file sits beside it, so
-# --purge keeps it). cluster-down called from here inherits the lock (fd 8).
+# --purge keeps it). cluster-down called from here is told it already holds the lock.
 mkdir -p "$(dirname "$RUN")"
 exec 8>"$RUN.lock"
 flock 8
@@ -83,8 +83,18 @@ log "starting a local cluster in $RUN"
 
 # ----------------------------------------------------------------- on failure
 up_ok=false
+rust_pid=
+minio_build_pid=
+# kill_tree PID: stop a background build of ours and everything it spawned.
+kill_tree() {
+	local child
+	for child in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$child"; done
+	kill -TERM "$1" 2>/dev/null || true
+}
 on_exit() {
 	$up_ok && return
+	local pid
+	for pid in $rust_pid $minio_build_pid; do kill_tree "$pid"; done
 	warn "cluster-up failed; last lines of each component log:"
 	local f
 	for f in "$RUN"/logs/*.log; do
@@ -100,7 +110,6 @@ trap on_exit EXIT
 # ----------------------------------------------------------------- binaries
 # Rust binaries (node agent, test process, bot) build in the background while the
 # Go binaries are fetched or built and the control plane starts.
-rust_pid=
 if $with_node; then
 	need cargo
 	(
