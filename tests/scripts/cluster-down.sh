@@ -93,6 +93,11 @@ if [[ ${IQ720_CLUSTER_LOCKED:-} != "$RUN" ]]; then
 	flock 8
 fi
 
+if [[ ! -d $RUN ]]; then
+	log "no cluster in $RUN"
+	exit 0
+fi
+
 if [[ -d $RUN/pids ]]; then
 	# The node agent stops its pods on SIGTERM; give it time for their grace periods.
 	stop_all 60 localnode
@@ -111,7 +116,7 @@ if [[ -d $RUN/pids ]]; then
 		stop_all 30 "${names[@]}"
 	fi
 fi
-[[ -d $RUN ]] && kill_strays
+kill_strays
 rm -f "$RUN/env"
 
 if $purge; then
