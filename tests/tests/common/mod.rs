@@ -96,3 +96,195 @@ pub fn helm_template(namespace: &str, sets: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+use std::process::Stdio;
+
+use iq720_tests::{TestNamespace, poll_until};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::PostParams;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Installs the chart's RBAC for single-namespace mode into `ns` (ServiceAccount,
+/// Role, RoleBinding, leader-election Role) and returns a kubeconfig that
+/// authenticates as that ServiceAccount (token from the TokenRequest API).
+pub async fn operator_kubeconfig(cluster: &Cluster, ns: &TestNamespace) -> PathBuf {
+    let rendered = helm_template(ns.name(), &[&format!("watchNamespace={}", ns.name())]);
+    let keep: Vec<&str> = rendered
+        .split("\n---")
+        .filter(|doc| {
+            ["kind: ServiceAccount", "kind: Role\n", "kind: RoleBinding"]
+                .iter()
+                .any(|k| doc.contains(k))
+        })
+        .collect();
+    assert!(
+        keep.len() >= 4,
+        "chart did not render the RBAC objects: {keep:?}"
+    );
+    apply_yaml(&cluster.client, Some(ns.name()), &keep.join("\n---\n"))
+        .await
+        .unwrap();
+    let sa = "iq720-iq720-operator";
+    let api: Api<ServiceAccount> = Api::namespaced(cluster.client.clone(), ns.name());
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let token: TokenRequest = api
+        .create_subresource(
+            "token",
+            sa,
+            &PostParams::default(),
+            &serde_json::to_vec(&request).unwrap(),
+        )
+        .await
+        .unwrap();
+    let token = token.status.unwrap().token;
+    let admin = std::fs::read_to_string(cluster.env.kubeconfig()).unwrap();
+    let mut kc: serde_yaml::Value = serde_yaml::from_str(&admin).unwrap();
+    for user in kc["users"].as_sequence_mut().unwrap() {
+        user["user"] = serde_yaml::from_str(&format!("{{token: {token}}}")).unwrap();
+    }
+    kc["contexts"][0]["context"]["namespace"] = ns.name().into();
+    let dir = target_dir().join("e2e");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("kubeconfig-{}", ns.name()));
+    std::fs::write(&path, serde_yaml::to_string(&kc).unwrap()).unwrap();
+    path
+}
+
+/// A running `iq720-operator run` process (killed on drop).
+pub struct Operator {
+    pub child: tokio::process::Child,
+    pub metrics_addr: String,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts the operator for one namespace with the chart's ServiceAccount.
+    pub async fn start(
+        kubeconfig: &std::path::Path,
+        ns: &str,
+        identity: &str,
+        extra: &[&str],
+    ) -> Self {
+        let bin = workspace_binary("iq720-operator", "iq720-operator");
+        let port = free_port();
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let log = target_dir()
+            .join("e2e")
+            .join(format!("operator-{ns}-{identity}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = tokio::process::Command::new(bin)
+            .args([
+                "run",
+                "--namespace",
+                ns,
+                "--metrics-address",
+                &metrics_addr,
+                "--bot-poll-interval",
+                "1s",
+                "--close-all-deadline",
+                "5s",
+                "--lease-namespace",
+                ns,
+                "--identity",
+                identity,
+            ])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,iq720_operator=debug")
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let op = Operator {
+            child,
+            metrics_addr,
+            log,
+        };
+        op.wait_http("/healthz", 200).await;
+        op
+    }
+
+    /// Polls an endpoint of the operator until it answers `status`.
+    pub async fn wait_http(&self, path: &str, status: u16) {
+        let addr = self.metrics_addr.clone();
+        let path = path.to_string();
+        poll_until(
+            &format!("operator {path} = {status}"),
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || {
+                let addr = addr.clone();
+                let path = path.clone();
+                async move {
+                    match iq720_tests::http::get(&addr, &path).await {
+                        Ok(r) if r.status == status => Some(()),
+                    _ => None,
+                    }
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}; log: {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            )
+        });
+    }
+
+    /// Current value of a metric series (sum of matching lines), 0 when absent.
+    pub async fn metric(&self, name_and_labels: &str) -> f64 {
+        let text = iq720_tests::http::get(&self.metrics_addr, "/metrics")
+            .await
+            .map(|r| r.text())
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(name_and_labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// The operator's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// One request with a bearer token to a bot's API (`Connection: close`).
+pub async fn bot_api(
+    addr: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.unwrap();
+    let resp = iq720_tests::http::parse_response(&buf).unwrap();
+    let json = serde_json::from_slice(&resp.body).unwrap_or(serde_json::Value::Null);
+    (resp.status, json)
+}
