@@ -56,34 +56,60 @@ impl HumanDuration {
     pub const fn days(d: u64) -> Self {
         HumanDuration(Duration::from_secs(d * 86_400))
     }
-    /// Parse `<number><unit>` with unit one of ms, s, m, h, d.
+    /// Parse one or more `<number><unit>` groups (unit ms, s, m, h or d), e.g. `30s`,
+    /// `1h30m`, `7d`.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let split = s
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("duration `{s}` has no unit (use ms, s, m, h or d)"))?;
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("duration `{s}` must start with a whole number"))?;
-        let ms = match unit {
-            "ms" => Some(n),
-            "s" => n.checked_mul(1000),
-            "m" => n.checked_mul(60_000),
-            "h" => n.checked_mul(3_600_000),
-            "d" => n.checked_mul(86_400_000),
-            _ => {
+        let text = s.trim();
+        if text.is_empty() {
+            return Err("empty duration (use e.g. 30s, 15m, 1h30m or 7d)".into());
+        }
+        let mut rest = text;
+        let mut total_ms: u64 = 0;
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            if digits == 0 {
                 return Err(format!(
-                    "duration `{s}` has unknown unit `{unit}` (use ms, s, m, h or d)"
+                    "duration `{text}` must be whole numbers with units (e.g. 30s, 1h30m, 7d)"
                 ));
             }
+            let n: u64 = rest[..digits]
+                .parse()
+                .map_err(|_| format!("duration `{text}` is too large"))?;
+            rest = &rest[digits..];
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let unit = &rest[..unit_len];
+            rest = &rest[unit_len..];
+            let factor = match unit {
+                "ms" => 1,
+                "s" => 1000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                "" => {
+                    return Err(format!(
+                        "duration `{text}` has no unit (use ms, s, m, h or d)"
+                    ));
+                }
+                _ => {
+                    return Err(format!(
+                        "duration `{text}` has unknown unit `{unit}` (use ms, s, m, h or d)"
+                    ));
+                }
+            };
+            total_ms = n
+                .checked_mul(factor)
+                .and_then(|v| v.checked_add(total_ms))
+                .ok_or_else(|| format!("duration `{text}` is too large"))?;
         }
-        .ok_or_else(|| format!("duration `{s}` is too large"))?;
-        Ok(HumanDuration(Duration::from_millis(ms)))
+        Ok(HumanDuration(Duration::from_millis(total_ms)))
     }
-    /// Whole days, rounded down.
-    pub fn whole_days(&self) -> u64 {
-        self.0.as_secs() / 86_400
+    /// Whole days, rounded up (a retention of `12h` acts on files at least 1 day old).
+    pub fn days_ceil(&self) -> u64 {
+        self.0.as_secs().div_ceil(86_400)
     }
 }
 
@@ -483,9 +509,9 @@ impl SourceConfig {
             stall_after: None,
         }
     }
-    /// The display name.
-    pub fn display_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| self.kind.clone())
+    /// The display name (`name`, else the role: `primary` / `backup`).
+    pub fn display_name(&self, role: &str) -> String {
+        self.name.clone().unwrap_or_else(|| role.to_string())
     }
 }
 
@@ -516,9 +542,10 @@ pub struct MarketDataConfig {
     /// `auto` or `manual`.
     #[serde(default)]
     pub failback: FailbackPolicy,
-    /// How long the primary must be fresh again before an automatic fail-back.
-    #[serde(default = "d_failback_after")]
-    pub failback_after: HumanDuration,
+    /// How long the primary must be fresh again before an automatic fail-back
+    /// (defaults to `staleAfter`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failback_after: Option<HumanDuration>,
     /// Ticks per second per pair.
     #[serde(default = "d_tick_rate")]
     pub tick_rate: f64,
@@ -529,9 +556,6 @@ fn d_primary() -> SourceConfig {
 }
 fn d_stale_after() -> HumanDuration {
     HumanDuration::secs(5)
-}
-fn d_failback_after() -> HumanDuration {
-    HumanDuration::secs(30)
 }
 fn d_tick_rate() -> f64 {
     10.0
@@ -544,7 +568,7 @@ impl Default for MarketDataConfig {
             backup: None,
             stale_after: d_stale_after(),
             failback: FailbackPolicy::Auto,
-            failback_after: d_failback_after(),
+            failback_after: None,
             tick_rate: d_tick_rate(),
         }
     }
@@ -856,16 +880,10 @@ pub fn validate_risk(r: &RiskConfig) -> Result<(), ConfigError> {
 
 /// Validate the logs block (also used by hot reload).
 pub fn validate_logs(l: &LogsConfig) -> Result<(), ConfigError> {
-    if l.compress_after.whole_days() < 1 || !l.compress_after.0.as_secs().is_multiple_of(86_400) {
-        return Err(ConfigError::invalid(
-            "logs.compressAfter",
-            "must be a whole number of days (e.g. 7d)",
-        ));
-    }
-    if !l.delete_after.0.as_secs().is_multiple_of(86_400) || l.delete_after <= l.compress_after {
+    if l.delete_after.days_ceil() <= l.compress_after.days_ceil() {
         return Err(ConfigError::invalid(
             "logs.deleteAfter",
-            "must be a whole number of days greater than compressAfter",
+            "must be more whole days than compressAfter (files rotate daily)",
         ));
     }
     if tracing_subscriber::EnvFilter::try_new(&l.level).is_err() {
@@ -993,6 +1011,13 @@ mod tests {
             "logs.deleteAfter"
         );
         assert_eq!(
+            err_field("pairs: [A/B]\nlogs: {compressAfter: 12h, deleteAfter: 1d}"),
+            "logs.deleteAfter"
+        );
+        assert!(
+            Config::from_yaml("pairs: [A/B]\nlogs: {compressAfter: 12h, deleteAfter: 36h}").is_ok()
+        );
+        assert_eq!(
             err_field("pairs: [A/B]\nmarketData: {backup: {kind: csv}}"),
             "marketData.backup.path"
         );
@@ -1026,7 +1051,19 @@ mod tests {
             HumanDuration::parse("250ms").unwrap().0,
             Duration::from_millis(250)
         );
-        assert_eq!(HumanDuration::parse("7d").unwrap().whole_days(), 7);
+        assert_eq!(HumanDuration::parse("7d").unwrap().days_ceil(), 7);
+        assert_eq!(
+            HumanDuration::parse("1h30m").unwrap().0,
+            Duration::from_secs(5400)
+        );
+        assert_eq!(HumanDuration::parse("1d12h").unwrap().days_ceil(), 2);
+        assert_eq!(
+            HumanDuration::parse("2s500ms").unwrap().0,
+            Duration::from_millis(2500)
+        );
+        assert!(HumanDuration::parse("").is_err());
+        assert!(HumanDuration::parse("1h30").is_err());
+        assert!(HumanDuration::parse("h").is_err());
         assert!(HumanDuration::parse("7").is_err());
         assert!(HumanDuration::parse("7y").is_err());
         assert!(HumanDuration::parse("-1s").is_err());

@@ -152,8 +152,8 @@ fn retention_loop(bot: &Bot, dir: &std::path::Path) {
             match logging::apply_retention(
                 dir,
                 today,
-                logs.compress_after.whole_days() as i64,
-                logs.delete_after.whole_days() as i64,
+                logs.compress_after.days_ceil() as i64,
+                logs.delete_after.days_ceil() as i64,
             ) {
                 Ok(r) if !r.compressed.is_empty() || !r.deleted.is_empty() => {
                     info!(

@@ -128,7 +128,7 @@ impl FeedManager {
             selection: Selection::Initial,
             stale_after_ms: cfg.stale_after.0.as_millis() as u64,
             failback: cfg.failback,
-            failback_after_ms: cfg.failback_after.0.as_millis() as u64,
+            failback_after_ms: cfg.failback_after.unwrap_or(cfg.stale_after).0.as_millis() as u64,
             created_ms: now_ms,
             failovers: 0,
         })
@@ -141,7 +141,7 @@ impl FeedManager {
         now_ms: u64,
     ) -> Result<Slot, FeedError> {
         Ok(Slot {
-            name: c.display_name(),
+            name: c.display_name(role.as_str()),
             role,
             source: build_source(c, pairs)?,
             stall_after_ms: c.stall_after.map(|d| now_ms + d.0.as_millis() as u64),
@@ -306,7 +306,7 @@ mod tests {
             backup: Some(SourceConfig::simulator(2)),
             stale_after: HumanDuration::secs(1),
             failback: policy,
-            failback_after: HumanDuration::secs(2),
+            failback_after: Some(HumanDuration::secs(2)),
             ..MarketDataConfig::default()
         };
         FeedManager::new(&cfg, &["A/B".to_string()], 0).unwrap()
