@@ -299,6 +299,9 @@ spec:
   - name: main
     image: iq720.io/testproc:latest
     args: ["--listen", "$(POD_IP):8081"]
+    readinessProbe:
+      httpGet: {path: /healthz, port: 8081}
+      periodSeconds: 1
     envFrom:
     - configMapRef: {name: cm}
       prefix: CFG_
@@ -569,5 +572,80 @@ spec:
     assert_eq!(
         log.trim(),
         format!("system:serviceaccount:{}:default", ns.name())
+    );
+}
+
+#[tokio::test]
+async fn volumes_are_mounted_at_their_paths_in_a_private_namespace() {
+    if !iq720_tests::localnode::process::mount_namespaces() {
+        eprintln!("skipped: mount namespaces are not available on this machine");
+        return;
+    }
+    let (cluster, ns) = setup().await;
+    apply_yaml(
+        &cluster.client,
+        Some(ns.name()),
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cm}
+data: {"app.yaml": "hello\n"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: mnt}
+spec:
+  containers:
+  - name: main
+    image: iq720.io/testproc:latest
+    startupProbe:
+      httpGet: {path: /healthz, port: 8080}
+      periodSeconds: 1
+    readinessProbe:
+      exec: {command: ["cat", "/tmp/iq720-mnt-test/cfg/app.yaml"]}
+      periodSeconds: 1
+    volumeMounts:
+    - {name: cfg, mountPath: /tmp/iq720-mnt-test/cfg}
+    - {name: scratch, mountPath: /tmp/iq720-mnt-test/scratch}
+  volumes:
+  - {name: cfg, configMap: {name: cm}}
+  - {name: scratch, emptyDir: {}}
+"#,
+    )
+    .await
+    .unwrap();
+    // Ready means the exec probe found the file at its mount path (inside the namespace).
+    let pod = ready_pod(&cluster, ns.name(), "mnt").await;
+    let a = addr(&pod, 8080);
+    assert_eq!(
+        get_text(&a, "/file?path=/tmp/iq720-mnt-test/cfg/app.yaml").await,
+        (200, "hello\n".to_string())
+    );
+    let sa_ns = get_text(
+        &a,
+        "/file?path=/var/run/secrets/kubernetes.io/serviceaccount/namespace",
+    )
+    .await;
+    assert_eq!(sa_ns, (200, ns.name().to_string()));
+    let w = http::request(
+        &a,
+        "POST",
+        "/write?path=/tmp/iq720-mnt-test/scratch/x",
+        b"42",
+    )
+    .await
+    .unwrap();
+    assert_eq!(w.status, 200, "{}", w.text());
+    let uid = pod.metadata.uid.clone().unwrap();
+    let real = cluster
+        .env
+        .node_dir()
+        .join("pods")
+        .join(uid)
+        .join("volumes/scratch/x");
+    assert_eq!(std::fs::read_to_string(real).unwrap(), "42");
+    assert!(
+        !std::path::Path::new("/tmp/iq720-mnt-test/scratch/x").exists(),
+        "the bind mount leaked to the host"
     );
 }

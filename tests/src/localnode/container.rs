@@ -220,7 +220,7 @@ pub async fn supervise(
             io.publish(&snap);
             return;
         }
-        let prepared = match prepare(&shared, &container).await {
+        let mut prepared = match prepare(&shared, &container).await {
             Ok(p) => p,
             Err(failure) => {
                 let (reason, wait) = match &failure {
@@ -262,6 +262,9 @@ pub async fn supervise(
         let end = match spawn(&prepared.spec) {
             Ok(child) => {
                 let pid = child.id();
+                if !prepared.spec.binds.is_empty() && super::process::mount_namespaces() {
+                    prepared.probe_target.mount_ns_pid = pid;
+                }
                 tracing::info!(pod = %pod_name, container = %container.name, pid, program = %prepared.spec.program.display(), "container started");
                 snap.pid = pid;
                 snap.container_id = pid.map(|p| format!("iq720://{p}"));

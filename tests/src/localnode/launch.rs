@@ -131,6 +131,11 @@ pub async fn prepare(shared: &PodShared, container: &Container) -> Result<Prepar
         };
         mounts.push((m.mount_path.clone(), real));
     }
+    let binds: Vec<(PathBuf, String)> = mounts
+        .iter()
+        .filter(|(path, _)| path.starts_with('/') && path != "/")
+        .map(|(path, real)| (real.clone(), path.clone()))
+        .collect();
     let mounts = MountMap::new(mounts);
 
     let cwd = container
@@ -194,6 +199,7 @@ pub async fn prepare(shared: &PodShared, container: &Container) -> Result<Prepar
             env: env.clone(),
             cwd: cwd.clone(),
             log_file: shared.log_file(&container.name),
+            binds,
         },
         probe_target: ProbeTarget {
             pod_ip: shared.pod_ip.clone(),
@@ -202,6 +208,7 @@ pub async fn prepare(shared: &PodShared, container: &Container) -> Result<Prepar
             env,
             exec_program,
             mounts,
+            mount_ns_pid: None,
         },
     })
 }

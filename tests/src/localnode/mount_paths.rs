@@ -30,6 +30,11 @@ impl MountMap {
         Self { entries }
     }
 
+    /// The `(mountPath, real directory)` pairs, longest path first.
+    pub fn iter(&self) -> impl Iterator<Item = &(String, PathBuf)> {
+        self.entries.iter()
+    }
+
     /// The real directory of a mount path, if it is mounted.
     pub fn real_dir(&self, mount_path: &str) -> Option<&Path> {
         let key = mount_path.trim_end_matches('/');

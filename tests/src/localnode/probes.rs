@@ -115,6 +115,8 @@ pub struct ProbeTarget {
     pub exec_program: Option<(String, PathBuf)>,
     /// Rewrites mount paths in exec probe arguments.
     pub mounts: super::mount_paths::MountMap,
+    /// Pid whose mount namespace exec probes enter (`nsenter -m`), if it has its own.
+    pub mount_ns_pid: Option<u32>,
 }
 
 /// Runs one probe; `Ok(())` on success, `Err(message)` on failure.
@@ -238,7 +240,20 @@ async fn run_exec(command: &[String], target: &ProbeTarget) -> Result<(), String
         Some((name, path)) if Some(name) == first_name.as_ref() => path.clone(),
         _ => PathBuf::from(target.mounts.rewrite(first)),
     };
-    let args: Vec<String> = rest.iter().map(|a| target.mounts.rewrite(a)).collect();
+    let mut args: Vec<String> = rest.iter().map(|a| target.mounts.rewrite(a)).collect();
+    let mut program = program;
+    if let Some(pid) = target.mount_ns_pid {
+        let mut wrapped = vec![
+            "-t".to_string(),
+            pid.to_string(),
+            "-m".to_string(),
+            "--".to_string(),
+        ];
+        wrapped.push(program.to_string_lossy().into_owned());
+        wrapped.append(&mut args);
+        args = wrapped;
+        program = PathBuf::from("nsenter");
+    }
     let out = tokio::process::Command::new(&program)
         .args(&args)
         .env_clear()
@@ -372,6 +387,7 @@ mod tests {
             env: BTreeMap::from([("PATH".to_string(), "/usr/bin:/bin".to_string())]),
             exec_program: None,
             mounts: Default::default(),
+            mount_ns_pid: None,
         };
         assert!(run_exec(&["true".to_string()], &target).await.is_ok());
         let err = run_exec(

@@ -29,6 +29,95 @@ pub struct LaunchSpec {
     pub cwd: PathBuf,
     /// File that receives stdout and stderr.
     pub log_file: PathBuf,
+    /// Bind mounts `(real dir or file, mountPath)` made in a private mount namespace
+    /// of the process, when mount namespaces are available (see [`mount_namespaces`]).
+    pub binds: Vec<(PathBuf, String)>,
+}
+
+/// Shell script run by `unshare` in the new mount namespace: bind-mounts each
+/// `src dst` pair (creating the mount point if needed), then execs the rest.
+const MOUNT_SCRIPT: &str = r#"set -e
+while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
+  src=$1; dst=$2; shift 2
+  if [ -d "$src" ]; then mkdir -p "$dst"; else mkdir -p "$(dirname "$dst")"; [ -e "$dst" ] || : > "$dst"; fi
+  mount --bind "$src" "$dst"
+done
+shift
+exec "$@"
+"#;
+
+/// Whether containers get a private mount namespace with their volumes bind-mounted
+/// at their mount paths (needs root and `unshare`; disable with
+/// `IQ720_LOCALNODE_MOUNT_NAMESPACES=0`). Checked once.
+pub fn mount_namespaces() -> bool {
+    static USABLE: OnceLock<bool> = OnceLock::new();
+    *USABLE.get_or_init(|| {
+        if std::env::var("IQ720_LOCALNODE_MOUNT_NAMESPACES").is_ok_and(|v| v == "0") {
+            return false;
+        }
+        let ok = std::process::Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "/bin/sh",
+                "-c",
+                "mount --bind /proc /proc",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            tracing::warn!(
+                "mount namespaces unavailable: volumes are reachable only through rewritten paths"
+            );
+        }
+        ok
+    })
+}
+
+/// The full argv (program first) that runs `spec`: optional mount-namespace wrapper,
+/// optional parent-death-signal wrapper, then the program and its args.
+pub fn command_line(spec: &LaunchSpec, use_mount_ns: bool, setpriv: Option<&Path>) -> Vec<String> {
+    let mut argv: Vec<String> = Vec::new();
+    if use_mount_ns && !spec.binds.is_empty() {
+        argv.extend(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "/bin/sh",
+                "-c",
+                MOUNT_SCRIPT,
+                "iq720-mounts",
+            ]
+            .map(str::to_string),
+        );
+        let mut binds = spec.binds.clone();
+        // Parents before children.
+        binds.sort_by_key(|(_, dst)| dst.matches('/').count());
+        for (src, dst) in binds {
+            argv.push(src.to_string_lossy().into_owned());
+            argv.push(dst);
+        }
+        argv.push("--".to_string());
+    }
+    if let Some(sp) = setpriv {
+        argv.extend([
+            sp.to_string_lossy().into_owned(),
+            "--pdeathsig".into(),
+            "KILL".into(),
+            "--".into(),
+        ]);
+    }
+    argv.push(spec.program.to_string_lossy().into_owned());
+    argv.extend(spec.args.iter().cloned());
+    argv
 }
 
 fn setpriv() -> Option<&'static Path> {
@@ -57,18 +146,16 @@ pub fn spawn(spec: &LaunchSpec) -> Result<Child> {
     let log2 = log
         .try_clone()
         .map_err(|e| NodeError::io(&spec.log_file, e))?;
-    let mut cmd = match setpriv() {
-        Some(sp) => {
-            let mut c = Command::new(sp);
-            c.arg("--pdeathsig")
-                .arg("KILL")
-                .arg("--")
-                .arg(&spec.program);
-            c
-        }
-        None => Command::new(&spec.program),
-    };
-    cmd.args(&spec.args)
+    let argv = command_line(
+        spec,
+        !spec.binds.is_empty() && mount_namespaces(),
+        setpriv(),
+    );
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| NodeError::Spec("empty command".into()))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .env_clear()
         .envs(&spec.env)
         .current_dir(&spec.cwd)
@@ -138,7 +225,59 @@ mod tests {
             ]),
             cwd: dir.join("cwd"),
             log_file: dir.join("logs/c.log"),
+            binds: vec![],
         }
+    }
+
+    #[test]
+    fn command_line_wraps_in_order() {
+        let mut s = spec(Path::new("/d"), "true");
+        let plain = command_line(&s, true, None);
+        assert_eq!(plain, vec!["/bin/sh", "-c", "true"]);
+        s.binds = vec![
+            (PathBuf::from("/real/tokens"), "/etc/app/tokens".into()),
+            (PathBuf::from("/real/cfg"), "/etc/app".into()),
+        ];
+        let argv = command_line(&s, true, Some(Path::new("/usr/bin/setpriv")));
+        let dash = argv.iter().position(|a| a == "iq720-mounts").unwrap();
+        assert_eq!(argv[0], "unshare");
+        assert_eq!(
+            argv[dash + 1..dash + 6],
+            [
+                "/real/cfg",
+                "/etc/app",
+                "/real/tokens",
+                "/etc/app/tokens",
+                "--"
+            ]
+        );
+        assert_eq!(
+            argv[dash + 6..dash + 10],
+            ["/usr/bin/setpriv", "--pdeathsig", "KILL", "--"]
+        );
+        assert_eq!(argv[dash + 10..], ["/bin/sh", "-c", "true"]);
+        assert_eq!(command_line(&s, false, None), vec!["/bin/sh", "-c", "true"]);
+    }
+
+    #[tokio::test]
+    async fn bind_mounts_are_private_to_the_process() {
+        if !mount_namespaces() {
+            eprintln!("skipped: no mount namespaces here");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::write(real.join("f"), "inside").unwrap();
+        let target = dir.path().join("mnt/point");
+        let mut s = spec(dir.path(), &format!("cat {}/f", target.display()));
+        s.binds = vec![(real.clone(), target.to_string_lossy().into_owned())];
+        let status = spawn(&s).unwrap().wait().await.unwrap();
+        assert!(status.success());
+        let log = std::fs::read_to_string(dir.path().join("logs/c.log")).unwrap();
+        assert_eq!(log, "inside");
+        // Not mounted on the host.
+        assert!(!target.join("f").exists());
     }
 
     #[tokio::test]
