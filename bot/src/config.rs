@@ -824,7 +824,7 @@ impl Config {
             }
         }
         validate_logs(&self.logs)?;
-        self.api.listen_addr.parse::<SocketAddr>().map_err(|e| {
+        parse_listen_addr(&self.api.listen_addr).map_err(|e| {
             ConfigError::invalid("api.listenAddr", format!("not a socket address: {e}"))
         })?;
         if self.snapshot_interval.0 < Duration::from_millis(100) {
@@ -834,6 +834,20 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// Parse `host:port`; an unbracketed IPv6 host (as `$(POD_IP):8080` expands to on an
+/// IPv6 cluster) is accepted too.
+pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, std::net::AddrParseError> {
+    match s.parse::<SocketAddr>() {
+        Ok(a) => Ok(a),
+        Err(e) => match s.rsplit_once(':') {
+            Some((host, port)) if host.contains(':') && !host.starts_with('[') => {
+                format!("[{host}]:{port}").parse().map_err(|_| e)
+            }
+            _ => Err(e),
+        },
     }
 }
 
@@ -1043,6 +1057,15 @@ mod tests {
         assert!(e.contains("marketData") && e.contains("parsecs"), "{e}");
         let e = Config::from_yaml("risk: {}").unwrap_err().to_string();
         assert!(e.contains("pairs"), "{e}");
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen_addr("10.0.0.5:8080").unwrap().port(), 8080);
+        assert_eq!(parse_listen_addr("[fd00::5]:8080").unwrap().port(), 8080);
+        assert!(parse_listen_addr("fd00::5:8080").unwrap().is_ipv6());
+        assert!(parse_listen_addr("nope").is_err());
+        assert!(parse_listen_addr("1.2.3.4").is_err());
     }
 
     #[test]

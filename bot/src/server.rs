@@ -59,10 +59,7 @@ fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), RunE
 pub fn run(args: RunArgs) -> Result<(), RunError> {
     let cfg = effective_config(&args)?;
     logging::init(&cfg.logs.level, Some(&cfg.log_dir), logging::system_clock())?;
-    let addr: SocketAddr = cfg
-        .api
-        .listen_addr
-        .parse()
+    let addr: SocketAddr = crate::config::parse_listen_addr(&cfg.api.listen_addr)
         .map_err(|e| RunError::Io(format!("bad listen address: {e}")))?;
     info!(
         name = %cfg.name,
