@@ -357,3 +357,41 @@ fn backup_restore_round_trip_yields_identical_trades() {
         "{err}"
     );
 }
+
+#[test]
+fn csv_replay_backup_takes_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("ticks.csv");
+    let mut text = String::from("timestamp,pair,price\n");
+    for i in 0..200 {
+        let px = 100.0 + (i as f64 / 7.0).sin() * 3.0;
+        for pair in ["BTC/USDT", "ETH/USDT", "SOL/USDT"] {
+            text.push_str(&format!("{i},{pair},{px:.4}\n"));
+        }
+    }
+    std::fs::write(&csv, text).unwrap();
+    let bot = Bot::start(&format!(
+        "marketData: {{primary: {{stallAfter: 1s}}, backup: {{kind: csv, name: replay, path: {}}}, failback: manual}}",
+        csv.display()
+    ));
+    poll(
+        "failover to the CSV replay",
+        Duration::from_secs(15),
+        || (active(&bot).1 == "replay").then_some(()),
+    );
+    let ds = bot.get_json("/api/v1/datasource");
+    let backup = ds["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["role"] == "backup")
+        .unwrap()
+        .clone();
+    assert_eq!(backup["kind"], "csv");
+    bot.wait_ticks(900);
+    assert_eq!(
+        bot.get_json("/api/v1/datasource")["fresh"],
+        true,
+        "the looping replay keeps the feed fresh"
+    );
+}

@@ -111,11 +111,20 @@ async fn count_requests(State(bot): State<AppState>, req: Request, next: Next) -
         .find(|r| **r == path)
         .copied()
         .unwrap_or("other");
-    let method = req.method().as_str().to_string();
+    let method = match req.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
     let resp = next.run(req).await;
     bot.metrics
         .http_requests_total
-        .with_label_values(&[route, &method, resp.status().as_str()])
+        .with_label_values(&[route, method, resp.status().as_str()])
         .inc();
     resp
 }
