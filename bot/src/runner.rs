@@ -145,6 +145,9 @@ impl Bot {
         let now = wall_ms();
         let restored_open = restored.positions.len();
         let engine = Engine::new(&config, kind, params, restored, now);
+        // The effective pause state (config OR persisted) is what GET /config reports.
+        let mut config = config;
+        config.paused = engine.paused();
         let started = Instant::now();
         let feed = FeedManager::new(&config.market_data, &config.pairs, 0)?;
         let metrics = Metrics::new()?;
@@ -581,7 +584,7 @@ impl Bot {
                 .map_err(|e| ControlError::InvalidConfig(e.to_string()))?;
             core.engine.set_strategy(&new.strategy.name, kind, params);
         }
-        if new.paused != old.paused {
+        if new.paused != core.engine.paused() {
             core.engine.set_paused(new.paused);
             self.store.save_flags(core.engine.halted(), new.paused)?;
         }

@@ -395,3 +395,23 @@ fn csv_replay_backup_takes_over() {
         "the looping replay keeps the feed fresh"
     );
 }
+
+#[test]
+fn persisted_pause_survives_restart_and_is_reported_in_config() {
+    let mut bot = Bot::start("");
+    assert_eq!(bot.req("POST", "/api/v1/trading/pause", None).status, 200);
+    bot.stop();
+    bot.launch(""); // config says paused: false
+    assert_eq!(bot.status()["paused"], true);
+    assert_eq!(
+        bot.get_json("/api/v1/config")["paused"],
+        true,
+        "GET /config reports the effective state"
+    );
+    let r = bot.req("PATCH", "/api/v1/config", Some(r#"{"paused": false}"#));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(bot.status()["paused"], false);
+    bot.stop();
+    bot.launch("");
+    assert_eq!(bot.status()["paused"], false);
+}
