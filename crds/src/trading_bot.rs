@@ -342,7 +342,6 @@ pub enum StopLossKind {
 /// Market-data sources.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.backup) || self.backup != self.primary").message("marketData.backup must differ from marketData.primary"))]
 pub struct MarketDataSpec {
     /// Source used while it is fresh.
     #[serde(default)]

@@ -195,13 +195,6 @@ fn market_data_rules() {
         )),
         "needs an endpoint",
     );
-    let same = json!({"type": "simulator", "seed": 1});
-    let spec = with(
-        with(valid_spec(), "/marketData/primary", same.clone()),
-        "/marketData/backup",
-        same,
-    );
-    assert_rejected::<TradingBot>(bot(spec), "must differ");
 }
 
 fn backup_schedule(spec: Value) -> Value {

@@ -26,9 +26,19 @@ fn samples() -> Vec<(String, Value)> {
 }
 
 fn check<K: CustomResourceExt + serde::de::DeserializeOwned>(file: &str, value: &Value) {
-    serde_json::from_value::<K>(value.clone()).unwrap_or_else(|e| panic!("{file}: does not parse: {e}"));
+    serde_json::from_value::<K>(value.clone())
+        .unwrap_or_else(|e| panic!("{file}: does not parse: {e}"));
     let crd = K::crd();
-    let schema = serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap();
+    let schema = serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap();
     if let Err(errs) = Validator::new().validate(&schema, value, None) {
         panic!("{file}: rejected by CEL: {errs}");
     }
@@ -50,13 +60,19 @@ fn samples_are_valid() {
         kinds.push(kind);
     }
     for kind in ["TradingBot", "BackupSchedule", "MaintenanceWindow"] {
-        assert!(kinds.iter().any(|k| k == kind), "config/samples has no {kind}");
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "config/samples has no {kind}"
+        );
     }
 }
 
 #[test]
 fn sample_bot_is_paper_trading() {
-    let (_, bot) = samples().into_iter().find(|(_, v)| v["kind"] == "TradingBot").unwrap();
+    let (_, bot) = samples()
+        .into_iter()
+        .find(|(_, v)| v["kind"] == "TradingBot")
+        .unwrap();
     let bot: TradingBot = serde_json::from_value(bot).unwrap();
     assert_eq!(bot.spec.mode, iq720_crds::trading_bot::TradingMode::Paper);
     assert!(!bot.spec.emergency_stop);

@@ -33,19 +33,33 @@ async fn crds_install_samples_apply_and_category_lists_all_three() {
         );
     }
 
-    // `kubectl get iq720` works because all three resources are in the category.
-    let discovery = Discovery::new(cluster.client.clone())
-        .filter(&["trading.iq720.io"])
-        .run()
-        .await
-        .unwrap();
-    let mut in_category = Vec::new();
-    for group in discovery.groups() {
-        for (ar, _) in group.recommended_resources() {
-            in_category.push(ar.plural.clone());
-        }
-    }
-    in_category.sort();
+    // `kubectl get iq720` works because all three resources are in the category
+    // (polled: the apiserver's discovery document follows new CRDs with a short lag).
+    let client = cluster.client.clone();
+    let in_category = iq720_tests::poll_until(
+        "all three kinds in discovery",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(200),
+        || {
+            let client = client.clone();
+            async move {
+                let discovery = Discovery::new(client)
+                    .filter(&["trading.iq720.io"])
+                    .run()
+                    .await
+                    .ok()?;
+                let mut plurals: Vec<String> = discovery
+                    .groups()
+                    .flat_map(|g| g.recommended_resources())
+                    .map(|(ar, _)| ar.plural)
+                    .collect();
+                plurals.sort();
+                (plurals.len() == 3).then_some(plurals)
+            }
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(
         in_category,
         ["backupschedules", "maintenancewindows", "tradingbots"]

@@ -69,6 +69,9 @@ pub fn problems(bot: &TradingBot) -> Vec<String> {
             ));
         }
     }
+    if spec.market_data.backup.as_ref() == Some(&spec.market_data.primary) {
+        out.push("spec.marketData.backup must differ from spec.marketData.primary".to_string());
+    }
     for name in spec.strategy.params.keys() {
         if !STRATEGY_PARAMS.contains(&name.as_str()) {
             out.push(format!(
@@ -127,6 +130,19 @@ mod tests {
             p.iter()
                 .any(|m| m.contains("deleteAfter (7d) must be longer")),
             "{p:?}"
+        );
+    }
+
+    #[test]
+    fn identical_backup_source_is_reported() {
+        let src = json!({"type": "simulator", "seed": 1});
+        let b = bot(
+            json!({"version": "1.0.0", "pairs": ["BTC/USDT"], "marketData": {"primary": src, "backup": src}}),
+        );
+        assert!(
+            problems(&b)
+                .iter()
+                .any(|m| m.contains("backup must differ"))
         );
     }
 
