@@ -294,6 +294,14 @@ async fn talk_to_bot(
         // "trade again", so resume it once it is back.
         ctx.bots.resume(ep).await?;
         st.emergency_stop = None;
+        set_condition(
+            &mut st.conditions,
+            condition::EMERGENCY_STOPPED,
+            false,
+            "Recovered",
+            "emergency stop cleared; the bot was resumed",
+            bot.metadata.generation,
+        );
         ctx.event(
             bot,
             EventType::Normal,

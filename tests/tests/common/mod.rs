@@ -145,12 +145,7 @@ pub async fn operator_kubeconfig(cluster: &Cluster, ns: &TestNamespace) -> PathB
         ..TokenRequest::default()
     };
     let token: TokenRequest = api
-        .create_subresource(
-            "token",
-            sa,
-            &PostParams::default(),
-            &serde_json::to_vec(&request).unwrap(),
-        )
+        .create_subresource("token", sa, &PostParams::default(), &request)
         .await
         .unwrap();
     let token = token.status.unwrap().token;
@@ -236,7 +231,7 @@ impl Operator {
                 async move {
                     match iq720_tests::http::get(&addr, &path).await {
                         Ok(r) if r.status == status => Some(()),
-                    _ => None,
+                        _ => None,
                     }
                 }
             },
