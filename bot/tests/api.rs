@@ -424,3 +424,15 @@ fn prune_returns_rows_as_json_lines_and_dry_run_keeps_them() {
     assert_eq!(v.status, 200, "{}", v.text());
     assert!(v.json()["bytesAfter"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn oversized_body_gets_a_json_413() {
+    let bot = Bot::start("paused: true");
+    let big = format!(
+        "{{\"paused\": true, \"pad\": \"{}\"}}",
+        "x".repeat(3 * 1024 * 1024)
+    );
+    let r = bot.req("PATCH", "/api/v1/config", Some(&big));
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "payload_too_large");
+}

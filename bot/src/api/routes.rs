@@ -5,6 +5,7 @@ use crate::feed::failover::Role;
 use crate::runner::{Bot, wall_ms};
 use axum::Json;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -27,8 +28,21 @@ where
         .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
 }
 
-/// Parse a JSON body; an empty body parses as `{}`.
-fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+/// Parse a JSON body; an empty body parses as `{}`. Body read failures (e.g. over the
+/// 2 MiB limit) become JSON errors with their status.
+fn parse_body<T: DeserializeOwned>(body: &Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            let status = e.status();
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "payload_too_large"
+            } else {
+                "bad_request"
+            };
+            return Err(ApiError::new(status, code, e.body_text()));
+        }
+    };
     let slice: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
@@ -227,7 +241,7 @@ pub async fn get_config(State(bot): State<AppState>) -> Result<Json<Value>, ApiE
 /// `PATCH /api/v1/config`: JSON merge patch of hot-reloadable fields.
 pub async fn patch_config(
     State(bot): State<AppState>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let patch: Value = parse_body(&body)?;
     let cfg = blocking(&bot, move |b| Ok(b.patch_config(&patch)?)).await?;
@@ -271,7 +285,7 @@ struct DatasourcePut {
 /// `PUT /api/v1/datasource`: `{"active": "primary"|"backup", "stalled": {"primary": true}}`.
 pub async fn put_datasource(
     State(bot): State<AppState>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let req: DatasourcePut = parse_body(&body)?;
     let active = req
@@ -383,7 +397,10 @@ struct PruneReq {
 
 /// `POST /api/v1/maintenance/prune`: `{"olderThanDays": N, "dryRun": false}`; answers
 /// with the pruned rows as JSON lines.
-pub async fn prune(State(bot): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn prune(
+    State(bot): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let req: PruneReq = parse_body(&body)?;
     let days = req
         .older_than_days
