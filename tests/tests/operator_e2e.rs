@@ -23,7 +23,7 @@ const DEADLINE: Duration = Duration::from_secs(180);
 
 fn bot_yaml(name: &str, extra: &str) -> String {
     format!(
-        "apiVersion: trading.iq720.io/v1alpha1\nkind: TradingBot\nmetadata: {{name: {name}}}\nspec:\n  version: \"0.1.0\"\n  pairs: [BTC/USDT, ETH/USDT]\n  strategy:\n    name: rsi\n    params: {{rsiPeriod: 3, rsiBuy: 45, rsiSell: 55}}\n  marketData: {{staleAfter: 5s}}\n{extra}"
+        "apiVersion: trading.iq720.io/v1alpha1\nkind: TradingBot\nmetadata: {{name: {name}}}\nspec:\n  version: \"0.1.0\"\n  pairs: [BTC/USDT, ETH/USDT]\n  strategy:\n    name: rsi\n    params: {{rsiPeriod: 14, rsiBuy: 48, rsiSell: 95}}\n  marketData: {{staleAfter: 5s}}\n{extra}"
     )
 }
 
@@ -199,7 +199,7 @@ async fn bot_lifecycle_pause_reload_emergency_stop_and_delete() {
     merge_patch(
         &e,
         "alpha",
-        json!({"risk": {"maxPositions": 7}, "strategy": {"params": {"rsiPeriod": 4}}}),
+        json!({"risk": {"maxPositions": 7}, "strategy": {"params": {"rsiPeriod": 15}}}),
     )
     .await;
     let (addr2, token2) = (addr.clone(), token.clone());
@@ -211,7 +211,7 @@ async fn bot_lifecycle_pause_reload_emergency_stop_and_delete() {
             let (addr, token) = (addr2.clone(), token2.clone());
             async move {
                 let (_, cfg) = bot_api(&addr, &token, "GET", "/api/v1/config", "").await;
-                (cfg["risk"]["maxPositions"] == 7 && cfg["strategy"]["params"]["rsiPeriod"] == 4.0)
+                (cfg["risk"]["maxPositions"] == 7 && cfg["strategy"]["params"]["rsiPeriod"] == 15.0)
                     .then_some(())
             }
         },
@@ -484,6 +484,22 @@ async fn idle_bot_causes_no_status_writes() {
         &op,
     )
     .await;
+    // Settle: the first polls after start-up may still fill in fields. Wait until the
+    // object stays unchanged for two poll intervals, then observe.
+    let mut b = b;
+    let settle_deadline = Instant::now() + DEADLINE;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = bots(&e).get("idle").await.unwrap();
+        if now.metadata.resource_version == b.metadata.resource_version {
+            break;
+        }
+        assert!(
+            Instant::now() < settle_deadline,
+            "the status of an idle bot never settled"
+        );
+        b = now;
+    }
     let rv = b.metadata.resource_version.clone();
     let writes = op.metric("iq720_operator_status_writes_total").await;
     let polls = op.metric("iq720_operator_reconciliations_total").await;
@@ -492,6 +508,14 @@ async fn idle_bot_causes_no_status_writes() {
         op.metric("iq720_operator_reconciliations_total").await >= polls + 3.0,
         "the bot must still be polled"
     );
+    let after = bots(&e).get("idle").await.unwrap();
+    if after.metadata.resource_version != rv {
+        panic!(
+            "an idle bot must cause no status write:\nbefore: {}\nafter: {}",
+            serde_json::to_string_pretty(&b.status).unwrap(),
+            serde_json::to_string_pretty(&after.status).unwrap()
+        );
+    }
     assert_eq!(
         op.metric("iq720_operator_status_writes_total").await,
         writes,
