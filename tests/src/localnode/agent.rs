@@ -80,6 +80,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<()> 
         .local_addr()
         .map_err(|e| NodeError::io("kubelet listener", e))?
         .port();
+    let state_dir_for_ips = state_dir.clone();
     let ctx = Arc::new(AgentContext {
         client,
         node_name: opts.node_name.clone(),
@@ -87,7 +88,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<()> 
         image_map_path: image_map,
         api_endpoint,
         capacity: machine_capacity(),
-        ips: Mutex::new(IpPool::default()),
+        ips: Mutex::new(IpPool::new(super::ipam::octet_for(&state_dir_for_ips))),
         kubelet_port,
     });
     let kubelet_api = match super::kubelet_api::ensure_certificate(
@@ -107,7 +108,13 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<()> 
             None
         }
     };
-    tracing::info!(node = %ctx.node_name, state_dir = %ctx.state_dir.display(), "starting");
+    tracing::info!(
+        node = %ctx.node_name,
+        state_dir = %ctx.state_dir.display(),
+        pod_ips = %format!("127.{}.0.0/16", super::ipam::octet_for(&ctx.state_dir)),
+        kubelet_port,
+        "starting"
+    );
 
     let Some(node) = retry("node registration", &shutdown, || register(&ctx)).await else {
         return Ok(());
