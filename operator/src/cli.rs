@@ -44,6 +44,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Flags of `iq720-operator run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
+    /// Kubeconfig to use (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "IQ720_WATCH_NAMESPACE")]
     pub namespace: Option<String>,
@@ -136,7 +139,17 @@ fn default_identity() -> String {
 
 /// `iq720-operator run`: health server, optional leader election, controllers.
 pub async fn run(args: RunArgs) -> Result<(), Error> {
-    let client = kube::Client::try_default().await?;
+    let client = match &args.kubeconfig {
+        None => kube::Client::try_default().await?,
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| Error::Runtime(format!("cannot read {}: {e}", path.display())))?;
+            let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| Error::Runtime(format!("bad kubeconfig {}: {e}", path.display())))?;
+            kube::Client::try_from(config)?
+        }
+    };
     let metrics = Metrics::new().map_err(|e| Error::Runtime(format!("metrics: {e}")))?;
     let settings = Settings {
         bot_poll_interval: args.bot_poll_interval,

@@ -433,7 +433,10 @@ async fn invalid_spec_gives_a_condition_and_no_hot_loop() {
         .find(|c| c.type_ == "InvalidSpec")
         .unwrap()
         .message;
-    assert!(msg.contains("deleteAfter (7d) must be longer"), "{msg}");
+    assert!(
+        msg.contains("deleteAfter (7d) must be more whole days"),
+        "{msg}"
+    );
     assert!(
         Api::<StatefulSet>::namespaced(e.cluster.client.clone(), e.ns.name())
             .get_opt("broken")

@@ -26,8 +26,9 @@ pub fn problems(bot: &TradingBot) -> Vec<String> {
     let compress = duration::parse(&spec.logs.compress_after);
     let delete = duration::parse(&spec.logs.delete_after);
     match (&compress, &delete) {
-        (Ok(c), Ok(d)) if d <= c => out.push(format!(
-            "spec.logs.deleteAfter ({}) must be longer than spec.logs.compressAfter ({})",
+        // The bot retains logs in whole days.
+        (Ok(c), Ok(d)) if d.as_secs() / 86_400 <= c.as_secs() / 86_400 => out.push(format!(
+            "spec.logs.deleteAfter ({}) must be more whole days than spec.logs.compressAfter ({})",
             spec.logs.delete_after, spec.logs.compress_after
         )),
         _ => {}
@@ -53,6 +54,9 @@ pub fn problems(bot: &TradingBot) -> Vec<String> {
         && stale < std::time::Duration::from_secs(1)
     {
         out.push("spec.marketData.staleAfter must be at least 1s".to_string());
+    }
+    if spec.risk.max_positions > 1000 {
+        out.push("spec.risk.maxPositions must be at most 1000".to_string());
     }
     if spec.mode == TradingMode::Live {
         out.push(
@@ -128,7 +132,7 @@ mod tests {
         let p = problems(&b);
         assert!(
             p.iter()
-                .any(|m| m.contains("deleteAfter (7d) must be longer")),
+                .any(|m| m.contains("deleteAfter (7d) must be more whole days")),
             "{p:?}"
         );
     }
