@@ -61,8 +61,13 @@ demo: ## local cluster + operator + a paper-trading bot
 	bash tests/scripts/demo.sh
 
 .PHONY: bench
-bench: ## benchmarks (figures in README.md)
-	cargo bench -p iq720-bot
+bench: ## bot engine benchmarks (criterion; figures in README.md)
+	cargo bench -p iq720-bot --bench engine
+
+.PHONY: bench-e2e
+bench-e2e: ## emergency-stop latency and leader takeover on the local cluster
+	bash tests/scripts/with-cluster.sh cargo test --locked -p iq720-tests --test operator_e2e -- \
+	  --nocapture bot_lifecycle standby_operator 2>&1 | grep -E '^BENCH|test result'
 
 .PHONY: clean
 clean: cluster-down ## stop the cluster and remove build output
