@@ -90,6 +90,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<()> 
         capacity: machine_capacity(),
         ips: Mutex::new(IpPool::new(super::ipam::octet_for(&state_dir_for_ips))),
         kubelet_port,
+        started: k8s_openapi::jiff::Timestamp::now(),
     });
     let kubelet_api = match super::kubelet_api::ensure_certificate(
         &ctx.state_dir.join("kubelet"),

@@ -29,6 +29,8 @@ pub struct AgentContext {
     pub ips: Mutex<IpPool>,
     /// Port of the kubelet API (`kubectl logs`), reported in the node status.
     pub kubelet_port: u16,
+    /// When the agent started (the node conditions' last transition).
+    pub started: k8s_openapi::jiff::Timestamp,
 }
 
 /// What every container task of one pod shares.

@@ -88,7 +88,7 @@ pub fn node_status(ctx: &AgentContext, now: Timestamp) -> NodeStatus {
         reason: Some(reason.to_string()),
         message: Some(message.to_string()),
         last_heartbeat_time: Some(Time(now)),
-        last_transition_time: Some(Time(now)),
+        last_transition_time: Some(Time(ctx.started)),
     };
     let os_image = read_trimmed("/etc/os-release")
         .lines()
