@@ -9,6 +9,7 @@
 #
 # Usage: tests/scripts/build-controlplane.sh
 # Env:   IQ720_CACHE_DIR (default ~/.cache/iq720)
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need go sha256sum flock
@@ -26,7 +27,7 @@ done
 
 recipe="CGO_ENABLED=0 -trimpath -mod=readonly ldflags=$ldflags $(go env GOVERSION GOOS GOARCH | tr '\n' ' ')"
 hash=$(
-	cd "$src"
+	cd "$src" || exit
 	{
 		printf '%s\n' "$recipe"
 		sha256sum go.mod go.sum ./*.go
@@ -44,7 +45,7 @@ if [[ ! -x $bin ]]; then
 		log "building iq720-controlplane $v into $dir (cold: 10-25 min on 2 cores; Go build cache makes rebuilds fast)"
 		start=$SECONDS
 		(
-			cd "$src"
+			cd "$src" || exit
 			CGO_ENABLED=0 go build -trimpath -mod=readonly -ldflags "$ldflags" -o "$bin.tmp" .
 		)
 		mv -f "$bin.tmp" "$bin"

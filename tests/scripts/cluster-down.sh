@@ -5,6 +5,7 @@
 #
 # Usage: tests/scripts/cluster-down.sh [--purge]
 # Env:   IQ720_RUN_DIR (default <repo>/.run/cluster)
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 purge=false

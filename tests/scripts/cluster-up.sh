@@ -15,6 +15,7 @@
 #        KUBEBUILDER_ASSETS (optional: take kube-apiserver and etcd from there),
 #        IQ720_UP_TIMEOUT (seconds for each wait, default 180),
 #        IQ720_SKIP_NODE=1 (no node agent: control plane, MinIO and bucket only)
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need kubectl openssl python3 setsid curl base64 flock

@@ -4,6 +4,7 @@
 #
 # Usage: tests/scripts/install-minio.sh
 # Env:   IQ720_CACHE_DIR (default ~/.cache/iq720)
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need go flock
