@@ -636,3 +636,70 @@ async fn standby_operator_takes_over_when_the_leader_dies() {
     .await;
     e.ns.delete().await.unwrap();
 }
+
+#[tokio::test]
+async fn emergency_stop_of_an_unreachable_bot_still_scales_to_zero() {
+    let e = env().await;
+    let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-unreach", &[]).await;
+    // an image the node cannot run: the bot never answers
+    let extra = "  image: {repository: registry.invalid/no-such-bot}\n";
+    apply_yaml(
+        &e.cluster.client,
+        Some(e.ns.name()),
+        &bot_yaml("ghost", extra),
+    )
+    .await
+    .unwrap();
+    wait_bot(
+        &e,
+        "ghost",
+        "Starting",
+        |b| phase(b) == Some(TradingBotPhase::Starting),
+        &op,
+    )
+    .await;
+    merge_patch(&e, "ghost", json!({"emergencyStop": true})).await;
+    let b = wait_bot(
+        &e,
+        "ghost",
+        "EmergencyStopped",
+        |b| phase(b) == Some(TradingBotPhase::EmergencyStopped),
+        &op,
+    )
+    .await;
+    let st = b.status.clone().unwrap();
+    assert!(
+        st.emergency_stop.unwrap().positions_may_remain,
+        "an unreachable bot cannot be confirmed flat"
+    );
+    let cond = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "EmergencyStopped")
+        .unwrap();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("True", "PositionsMayRemainOpen")
+    );
+    let sts = Api::<StatefulSet>::namespaced(e.cluster.client.clone(), e.ns.name())
+        .get("ghost")
+        .await
+        .unwrap();
+    assert_eq!(
+        sts.spec.unwrap().replicas,
+        Some(0),
+        "trading must end halted: scaled to zero anyway"
+    );
+    assert!(
+        events(&e, "ghost")
+            .await
+            .iter()
+            .any(|r| r == "PositionsMayRemainOpen")
+    );
+    assert!(
+        op.metric("iq720_operator_emergency_stops_total{result=\"positions_may_remain\"}")
+            .await
+            >= 1.0
+    );
+    e.ns.delete().await.unwrap();
+}

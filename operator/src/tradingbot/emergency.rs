@@ -76,21 +76,21 @@ pub async fn reconcile(
                     error: None,
                 }
             }
-            Err(e) => {
-                ctx.event(
-                    bot.as_ref(),
-                    EventType::Warning,
-                    "PositionsMayRemainOpen",
-                    "EmergencyStop",
-                    format!("close-all failed: {e}; scaling to zero anyway"),
-                )
-                .await;
-                StopOutcome {
-                    closed: None,
-                    error: Some(e.to_string()),
-                }
-            }
+            Err(e) => StopOutcome {
+                closed: None,
+                error: Some(format!("close-all failed: {e}")),
+            },
         },
     };
+    if let Some(why) = &outcome.error {
+        ctx.event(
+            bot.as_ref(),
+            EventType::Warning,
+            "PositionsMayRemainOpen",
+            "EmergencyStop",
+            format!("{why}; scaling to zero anyway; check the exchange account"),
+        )
+        .await;
+    }
     finish_stop(ctx, &bot, owner, st, requested_at, started, outcome).await
 }
