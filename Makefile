@@ -30,7 +30,7 @@ lint: ## cargo fmt --check and clippy -D warnings
 
 .PHONY: test-rust
 test-rust: ## unit, integration and e2e tests (brings the local cluster up and down)
-	bash tests/scripts/with-cluster.sh cargo test --workspace --locked
+	bash tests/scripts/with-cluster.sh cargo test --workspace --locked --no-fail-fast
 
 .PHONY: test-unit
 test-unit: ## tests that need no cluster

@@ -64,17 +64,36 @@ async fn crds_install_samples_apply_and_category_lists_all_three() {
         in_category,
         ["backupschedules", "maintenancewindows", "tradingbots"]
     );
-    let out = Command::new("kubectl")
-        .args(["get", "iq720", "-n", ns.name(), "-o", "name"])
-        .env("KUBECONFIG", cluster.env.kubeconfig())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "kubectl get iq720: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // kubectl resolves the category from discovery; give it its own cache so that a
+    // stale cache of an earlier cluster on the same port cannot answer.
+    let cache = tempfile::tempdir().unwrap();
+    let kubeconfig = cluster.env.kubeconfig();
+    let nsname = ns.name().to_string();
+    let text = iq720_tests::poll_until(
+        "kubectl get iq720",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(500),
+        || {
+            let (cache, kubeconfig, nsname) = (
+                cache.path().to_path_buf(),
+                kubeconfig.clone(),
+                nsname.clone(),
+            );
+            async move {
+                let out = Command::new("kubectl")
+                    .args(["get", "iq720", "-n", &nsname, "-o", "name", "--cache-dir"])
+                    .arg(&cache)
+                    .env("KUBECONFIG", &kubeconfig)
+                    .output()
+                    .ok()?;
+                out.status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+            }
+        },
+    )
+    .await
+    .unwrap();
     for want in [
         "tradingbot.trading.iq720.io/paper-btc",
         "backupschedule.trading.iq720.io/nightly",
