@@ -40,7 +40,7 @@ pub struct BackupScheduleSpec {
     #[x_kube(validation = Rule::new("self.trim().size() > 0").message("schedule must be a cron expression such as '0 3 * * *'"))]
     pub schedule: String,
     /// IANA time zone the schedule is read in, for example `Europe/Berlin`.
-    #[serde(default = "default_time_zone")]
+    #[serde(default = "crate::common::default_time_zone")]
     #[schemars(length(min = 1, max = 64))]
     pub time_zone: String,
     /// Labels of the TradingBots (in this namespace) to back up. An empty selector
@@ -53,19 +53,11 @@ pub struct BackupScheduleSpec {
     #[serde(default)]
     pub retention: RetentionSpec,
     /// Download every new backup again and check its checksums and database integrity.
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::common::default_true")]
     pub verify: bool,
     /// Stop taking scheduled backups; on-demand backups still run.
     #[serde(default)]
     pub suspend: bool,
-}
-
-fn default_time_zone() -> String {
-    "UTC".to_string()
-}
-
-fn default_true() -> bool {
-    true
 }
 
 /// Retention of backups, per bot.

@@ -67,6 +67,16 @@ pub struct S3Location {
     pub credentials_secret_ref: S3CredentialsRef,
 }
 
+/// Serde default `true`.
+pub(crate) fn default_true() -> bool {
+    true
+}
+
+/// Serde default time zone of schedules.
+pub(crate) fn default_time_zone() -> String {
+    "UTC".to_string()
+}
+
 fn default_region() -> String {
     "us-east-1".to_string()
 }

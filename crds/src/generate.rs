@@ -26,6 +26,17 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
     ]
 }
 
+/// The `openAPIV3Schema` of a CRD's first version as JSON (Null when absent).
+pub fn open_api_schema(crd: &CustomResourceDefinition) -> serde_json::Value {
+    crd.spec
+        .versions
+        .first()
+        .and_then(|v| v.schema.as_ref())
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
 /// File name under `charts/iq720-operator/crds/` for a CRD, e.g. `tradingbots.trading.iq720.io.yaml`.
 pub fn file_name(crd: &CustomResourceDefinition) -> String {
     format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed"))

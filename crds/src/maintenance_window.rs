@@ -39,7 +39,7 @@ pub struct MaintenanceWindowSpec {
     #[x_kube(validation = Rule::new("!self.matches('^(0+(ms|s|m|h|d))+$')").message("duration must be longer than zero"))]
     pub duration: String,
     /// IANA time zone the schedule is read in, for example `America/New_York`.
-    #[serde(default = "default_time_zone")]
+    #[serde(default = "crate::common::default_time_zone")]
     #[schemars(length(min = 1, max = 64))]
     pub time_zone: String,
     /// Labels of the TradingBots (in this namespace) this window governs. An empty
@@ -57,29 +57,21 @@ pub struct MaintenanceWindowSpec {
     pub tasks: TasksSpec,
 }
 
-fn default_time_zone() -> String {
-    "UTC".to_string()
-}
-
-fn default_true() -> bool {
-    true
-}
-
 /// Operations a window allows.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AllowSpec {
     /// Version updates.
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::common::default_true")]
     pub upgrades: bool,
     /// API token rotation.
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::common::default_true")]
     pub key_rotation: bool,
     /// Database vacuum and pruning.
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::common::default_true")]
     pub database_maintenance: bool,
     /// Log compression and deletion.
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::common::default_true")]
     pub log_cleanup: bool,
 }
 
@@ -115,7 +107,7 @@ pub struct PruneSpec {
     pub older_than_days: i32,
     /// Write the pruned rows to the backup destination of the bot's BackupSchedule
     /// before deleting them. Pruning is skipped when archiving fails.
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::common::default_true")]
     pub archive: bool,
 }
 

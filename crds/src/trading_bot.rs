@@ -355,7 +355,7 @@ pub struct MarketDataSpec {
     #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message(crate::common::DURATION_MESSAGE))]
     pub stale_after: String,
     /// Return to the primary once it has been fresh again for `staleAfter`.
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::common::default_true")]
     pub failback: bool,
 }
 
@@ -372,10 +372,6 @@ impl Default for MarketDataSpec {
 
 fn default_stale_after() -> String {
     "30s".to_string()
-}
-
-fn default_true() -> bool {
-    true
 }
 
 /// One market-data source.
@@ -501,7 +497,7 @@ fn default_grace_period() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct UpdateSpec {
     /// Take a backup of the trade database before changing the version.
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::common::default_true")]
     pub pre_update_backup: bool,
     /// How long the new version has to become healthy, for example `5m`.
     #[serde(default = "default_health_timeout")]
@@ -509,7 +505,7 @@ pub struct UpdateSpec {
     #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message(crate::common::DURATION_MESSAGE))]
     pub health_timeout: String,
     /// Go back to the previous version when the new one does not become healthy in time.
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::common::default_true")]
     pub auto_rollback: bool,
 }
 

@@ -9,17 +9,7 @@ use kube::core::cel::Validator;
 use serde_json::{Value, json};
 
 fn schema<K: CustomResourceExt>() -> Value {
-    let crd = K::crd();
-    serde_json::to_value(
-        crd.spec.versions[0]
-            .schema
-            .as_ref()
-            .unwrap()
-            .open_api_v3_schema
-            .as_ref()
-            .unwrap(),
-    )
-    .unwrap()
+    iq720_crds::generate::open_api_schema(&K::crd())
 }
 
 fn bot(spec: Value) -> Value {

@@ -28,17 +28,7 @@ fn samples() -> Vec<(String, Value)> {
 fn check<K: CustomResourceExt + serde::de::DeserializeOwned>(file: &str, value: &Value) {
     serde_json::from_value::<K>(value.clone())
         .unwrap_or_else(|e| panic!("{file}: does not parse: {e}"));
-    let crd = K::crd();
-    let schema = serde_json::to_value(
-        crd.spec.versions[0]
-            .schema
-            .as_ref()
-            .unwrap()
-            .open_api_v3_schema
-            .as_ref()
-            .unwrap(),
-    )
-    .unwrap();
+    let schema = iq720_crds::generate::open_api_schema(&K::crd());
     if let Err(errs) = Validator::new().validate(&schema, value, None) {
         panic!("{file}: rejected by CEL: {errs}");
     }

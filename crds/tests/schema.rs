@@ -10,17 +10,7 @@ use serde_json::Value;
 fn schema_of(
     crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 ) -> Value {
-    let version = &crd.spec.versions[0];
-    serde_json::to_value(
-        version
-            .schema
-            .as_ref()
-            .unwrap()
-            .open_api_v3_schema
-            .as_ref()
-            .unwrap(),
-    )
-    .unwrap()
+    iq720_crds::generate::open_api_schema(crd)
 }
 
 /// Collects the paths of properties that have no description.

@@ -114,6 +114,11 @@ mod tests {
     }
 
     #[test]
+    fn strategy_parameter_names_match_the_bot() {
+        assert_eq!(STRATEGY_PARAMS, iq720_bot::config::STRATEGY_PARAM_NAMES);
+    }
+
+    #[test]
     fn valid_sample_has_no_problems() {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -36,6 +36,17 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// Metadata of an owned object: name, namespace, common labels, owner reference.
+    pub fn metadata(&self, name: String) -> kube::api::ObjectMeta {
+        kube::api::ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(labels::common_labels(&self.name)),
+            owner_references: Some(vec![self.reference.clone()]),
+            ..kube::api::ObjectMeta::default()
+        }
+    }
+
     /// Owner identity of a stored TradingBot.
     pub fn of(bot: &TradingBot) -> Result<Self, BuildError> {
         let namespace = bot

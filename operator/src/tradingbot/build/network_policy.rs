@@ -6,13 +6,10 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::ObjectMeta;
 use std::collections::BTreeMap;
 
 use super::Owner;
-use super::labels::{
-    API_PORT, METRICS_SCRAPER_LABEL, common_labels, selector_labels, workload_name,
-};
+use super::labels::{API_PORT, METRICS_SCRAPER_LABEL, selector_labels, workload_name};
 
 /// Builds the NetworkPolicy: ingress to the API port from pods labelled as the
 /// operator (`app.kubernetes.io/name: iq720-operator`) or as metrics scrapers
@@ -28,13 +25,7 @@ pub fn build(owner: &Owner) -> NetworkPolicy {
         ..NetworkPolicyPeer::default()
     };
     NetworkPolicy {
-        metadata: ObjectMeta {
-            name: Some(workload_name(&owner.name)),
-            namespace: Some(owner.namespace.clone()),
-            labels: Some(common_labels(&owner.name)),
-            owner_references: Some(vec![owner.reference.clone()]),
-            ..ObjectMeta::default()
-        },
+        metadata: owner.metadata(workload_name(&owner.name)),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
                 match_labels: Some(selector_labels(&owner.name)),

@@ -2,21 +2,14 @@
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::ObjectMeta;
 
 use super::Owner;
-use super::labels::{API_PORT, API_PORT_NAME, common_labels, selector_labels, workload_name};
+use super::labels::{API_PORT, API_PORT_NAME, selector_labels, workload_name};
 
 /// Builds the headless Service.
 pub fn build(owner: &Owner) -> Service {
     Service {
-        metadata: ObjectMeta {
-            name: Some(workload_name(&owner.name)),
-            namespace: Some(owner.namespace.clone()),
-            labels: Some(common_labels(&owner.name)),
-            owner_references: Some(vec![owner.reference.clone()]),
-            ..ObjectMeta::default()
-        },
+        metadata: owner.metadata(workload_name(&owner.name)),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".to_string()),
             selector: Some(selector_labels(&owner.name)),

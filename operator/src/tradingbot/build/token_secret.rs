@@ -3,22 +3,15 @@
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::ObjectMeta;
 use std::collections::BTreeMap;
 
 use super::Owner;
-use super::labels::{TOKEN_KEY, common_labels, token_secret_name};
+use super::labels::{TOKEN_KEY, token_secret_name};
 
 /// Builds the token Secret around an already generated token.
 pub fn build(owner: &Owner, token: &str) -> Secret {
     Secret {
-        metadata: ObjectMeta {
-            name: Some(token_secret_name(&owner.name)),
-            namespace: Some(owner.namespace.clone()),
-            labels: Some(common_labels(&owner.name)),
-            owner_references: Some(vec![owner.reference.clone()]),
-            ..ObjectMeta::default()
-        },
+        metadata: owner.metadata(token_secret_name(&owner.name)),
         type_: Some("Opaque".to_string()),
         data: Some(BTreeMap::from([(
             TOKEN_KEY.to_string(),
