@@ -47,6 +47,34 @@ async fn env() -> Env {
     }
 }
 
+/// Deletes every TradingBot while the test's operator still runs (so its finalizer
+/// is handled), waits until they are gone, then deletes the namespace.
+async fn teardown(e: Env) {
+    let api = bots(&e);
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .unwrap();
+    poll_until(
+        "TradingBots deleted",
+        DEADLINE,
+        Duration::from_millis(200),
+        || {
+            let api = api.clone();
+            async move {
+                api.list(&ListParams::default())
+                    .await
+                    .ok()?
+                    .items
+                    .is_empty()
+                    .then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    e.ns.delete().await.unwrap();
+}
+
 fn bots(e: &Env) -> Api<TradingBot> {
     Api::namespaced(e.cluster.client.clone(), e.ns.name())
 }
@@ -402,7 +430,12 @@ async fn bot_lifecycle_pause_reload_emergency_stop_and_delete() {
         !op.log_text().contains(&token),
         "the bot token must never be logged"
     );
-    e.ns.delete().await.unwrap();
+    assert!(
+        !op.log_text().contains("forbidden"),
+        "the chart's RBAC must be sufficient: {}",
+        op.log_text()
+    );
+    teardown(e).await;
 }
 
 #[tokio::test]
@@ -461,7 +494,7 @@ async fn invalid_spec_gives_a_condition_and_no_hot_loop() {
         &op,
     )
     .await;
-    e.ns.delete().await.unwrap();
+    teardown(e).await;
 }
 
 #[tokio::test]
@@ -529,7 +562,7 @@ async fn idle_bot_causes_no_status_writes() {
         now.metadata.resource_version, rv,
         "the TradingBot must not have been written"
     );
-    e.ns.delete().await.unwrap();
+    teardown(e).await;
 }
 
 #[tokio::test]
@@ -571,7 +604,7 @@ async fn killed_operator_converges_after_restart() {
         .await
         .unwrap();
     assert_eq!(all.items.len(), 1, "never two pods of one bot");
-    e.ns.delete().await.unwrap();
+    teardown(e).await;
 }
 
 #[tokio::test]
@@ -634,7 +667,7 @@ async fn standby_operator_takes_over_when_the_leader_dies() {
         &b,
     )
     .await;
-    e.ns.delete().await.unwrap();
+    teardown(e).await;
 }
 
 #[tokio::test]
@@ -701,5 +734,5 @@ async fn emergency_stop_of_an_unreachable_bot_still_scales_to_zero() {
             .await
             >= 1.0
     );
-    e.ns.delete().await.unwrap();
+    teardown(e).await;
 }
