@@ -23,8 +23,10 @@ kubectl wait --for condition=established --timeout=60s crd/tradingbots.trading.i
   crd/backupschedules.trading.iq720.io crd/maintenancewindows.trading.iq720.io >/dev/null
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 HELM="$(bash "$ROOT/tests/scripts/install-helm.sh")"
+# Single-namespace mode (the demo bot lives in `default`), so that a demo operator never
+# touches the namespaces of tests run against the same cluster.
 "$HELM" template iq720 "$ROOT/charts/iq720-operator" --namespace "$NS" --kube-version 1.34.4 \
-  --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml | kubectl apply -n "$NS" -f - >/dev/null
+  --set watchNamespace=default --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml | kubectl apply -f - >/dev/null
 
 say "starting the operator with the chart's ServiceAccount"
 OPCFG="$RUN/operator-kubeconfig"
@@ -37,7 +39,7 @@ if [[ -s $RUN/pids/operator.pid ]] && kill -0 "$(<"$RUN/pids/operator.pid")" 2>/
 fi
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 POD_NAMESPACE=$NS setsid "$TARGET_DIR/debug/iq720-operator" run --kubeconfig "$OPCFG" \
-  --metrics-address "127.0.0.1:$PORT" --leader-election --lease-namespace "$NS" \
+  --namespace default --metrics-address "127.0.0.1:$PORT" --leader-election --lease-namespace "$NS" \
   --bot-poll-interval 2s >"$RUN/logs/operator.log" 2>&1 &
 echo $! >"$RUN/pids/operator.pid"
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
@@ -45,14 +47,9 @@ curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null || { echo "operator did not
 
 say "applying the paper-trading sample"
 kubectl apply -n default -f "$ROOT/config/samples/tradingbot-paper.yaml"
-printf 'waiting until the bot trades'
-for _ in $(seq 180); do
-  phase=$(kubectl get tb paper-btc -n default -o jsonpath='{.status.phase}' 2>/dev/null || true)
-  [[ $phase == Running ]] && break
-  printf '.'; sleep 1
-done
-echo
-[[ ${phase:-} == Running ]] || { echo "the bot did not reach Running; see $RUN/logs/operator.log" >&2; exit 1; }
+echo "waiting until the bot runs and answers its API (condition Ready)"
+kubectl wait -n default --for=condition=Ready tb/paper-btc --timeout=180s ||
+  { echo "the bot did not become Ready; see $RUN/logs/operator.log" >&2; exit 1; }
 kubectl get iq720 -n default
 
 cat <<MSG
