@@ -15,6 +15,7 @@ use iq720_tests::{Cluster, TestNamespace, apply_yaml, poll_until, wait_for_condi
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -34,12 +35,16 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(common::Rbac::Namespaced).await
+}
+
+async fn env_with(rbac: common::Rbac) -> Env {
     let cluster = Cluster::shared().await.unwrap();
     common::install_crds(&cluster).await;
     // the bot binary the image map points at must be current
     common::workspace_binary("iq720-bot", "iq720-bot");
     let ns = TestNamespace::new(&cluster).await.unwrap();
-    let kubeconfig = common::operator_kubeconfig(&cluster, &ns).await;
+    let kubeconfig = common::operator_kubeconfig_with(&cluster, &ns, rbac).await;
     Env {
         cluster,
         ns,
@@ -72,6 +77,12 @@ async fn teardown(e: Env) {
     )
     .await
     .unwrap();
+    let name = common::cluster_rbac_name(e.ns.name());
+    let dp = DeleteParams::default();
+    let roles: Api<ClusterRole> = Api::all(e.cluster.client.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(e.cluster.client.clone());
+    let _ = roles.delete(&name, &dp).await;
+    let _ = bindings.delete(&name, &dp).await;
     e.ns.delete().await.unwrap();
 }
 
@@ -167,7 +178,9 @@ async fn events(e: &Env, name: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn bot_lifecycle_pause_reload_emergency_stop_and_delete() {
-    let e = env().await;
+    // The chart's default (cluster-wide) RBAC; the other tests use its single-namespace
+    // Role. The operator still watches only the test namespace.
+    let e = env_with(common::Rbac::ClusterWide).await;
     let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-a", &["--leader-election"]).await;
     op.wait_http("/readyz", 200).await;
     apply_yaml(&e.cluster.client, Some(e.ns.name()), &bot_yaml("alpha", ""))

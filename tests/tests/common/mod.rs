@@ -114,27 +114,71 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Installs the chart's RBAC for single-namespace mode into `ns` (ServiceAccount,
-/// Role, RoleBinding, leader-election Role) and returns a kubeconfig that
-/// authenticates as that ServiceAccount (token from the TokenRequest API).
+/// Which of the chart's RBAC modes a test installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rbac {
+    /// `watchNamespace` set: a Role and RoleBinding in the test namespace.
+    Namespaced,
+    /// The default: a ClusterRole and ClusterRoleBinding (named after the test namespace
+    /// through `fullnameOverride`, so that parallel tests do not share them).
+    ClusterWide,
+}
+
+/// Name of the cluster-scoped RBAC objects (and ServiceAccount) in `Rbac::ClusterWide`.
+pub fn cluster_rbac_name(ns: &str) -> String {
+    format!("iq720-op-{ns}")
+}
+
+/// Installs the chart's RBAC for single-namespace mode (ServiceAccount, Role,
+/// RoleBinding, leader-election Role) and returns a kubeconfig that authenticates as
+/// that ServiceAccount (token from the TokenRequest API).
 pub async fn operator_kubeconfig(cluster: &Cluster, ns: &TestNamespace) -> PathBuf {
-    let rendered = helm_template(ns.name(), &[&format!("watchNamespace={}", ns.name())]);
+    operator_kubeconfig_with(cluster, ns, Rbac::Namespaced).await
+}
+
+/// Like [`operator_kubeconfig`], for either RBAC mode of the chart.
+pub async fn operator_kubeconfig_with(
+    cluster: &Cluster,
+    ns: &TestNamespace,
+    rbac: Rbac,
+) -> PathBuf {
+    let (set, sa, kinds): (String, String, &[&str]) = match rbac {
+        Rbac::Namespaced => (
+            format!("watchNamespace={}", ns.name()),
+            "iq720-iq720-operator".to_string(),
+            &["kind: ServiceAccount", "kind: Role\n", "kind: RoleBinding"],
+        ),
+        Rbac::ClusterWide => (
+            format!("fullnameOverride={}", cluster_rbac_name(ns.name())),
+            cluster_rbac_name(ns.name()),
+            &[
+                "kind: ServiceAccount",
+                "kind: Role\n",
+                "kind: RoleBinding",
+                "kind: ClusterRole\n",
+                "kind: ClusterRoleBinding",
+            ],
+        ),
+    };
+    let rendered = helm_template(ns.name(), &[&set]);
     let keep: Vec<&str> = rendered
         .split("\n---")
-        .filter(|doc| {
-            ["kind: ServiceAccount", "kind: Role\n", "kind: RoleBinding"]
-                .iter()
-                .any(|k| doc.contains(k))
-        })
+        .filter(|doc| kinds.iter().any(|k| doc.contains(k)))
         .collect();
     assert!(
         keep.len() >= 4,
         "chart did not render the RBAC objects: {keep:?}"
     );
+    if rbac == Rbac::ClusterWide {
+        assert!(
+            keep.iter().any(|d| d.contains("kind: ClusterRole\n")),
+            "no ClusterRole rendered"
+        );
+    }
     apply_yaml(&cluster.client, Some(ns.name()), &keep.join("\n---\n"))
         .await
         .unwrap();
-    let sa = "iq720-iq720-operator";
+    let sa = sa.as_str();
     let api: Api<ServiceAccount> = Api::namespaced(cluster.client.clone(), ns.name());
     let request = TokenRequest {
         spec: TokenRequestSpec {
