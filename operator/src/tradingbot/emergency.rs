@@ -37,7 +37,7 @@ pub async fn reconcile(
     if done {
         // Keep the StatefulSet at zero (re-applied in case someone scaled it up).
         let desired = super::build::desired(&bot, 0)?;
-        super::reconcile::reapply(ctx, &owner.namespace, &desired).await?;
+        super::reconcile::apply_objects(ctx, &owner.namespace, &desired).await?;
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
     let started = Instant::now();

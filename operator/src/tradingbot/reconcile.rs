@@ -135,11 +135,6 @@ async fn write_status(ctx: &Context, bot: &TradingBot, new: TradingBotStatus) ->
     Ok(true)
 }
 
-/// Re-applies every owned object (used by the emergency path).
-pub(super) async fn reapply(ctx: &Context, ns: &str, d: &DesiredObjects) -> Result<()> {
-    apply_objects(ctx, ns, d).await
-}
-
 /// The endpoint of a bot whose pod has an IP (ready or not).
 pub(super) async fn bot_endpoint(
     ctx: &Context,
@@ -150,7 +145,7 @@ pub(super) async fn bot_endpoint(
 }
 
 /// Applies every owned object.
-async fn apply_objects(ctx: &Context, ns: &str, d: &DesiredObjects) -> Result<()> {
+pub(super) async fn apply_objects(ctx: &Context, ns: &str, d: &DesiredObjects) -> Result<()> {
     apply::<ConfigMap>(ctx, ns, &d.config_map).await?;
     apply::<Service>(ctx, ns, &d.service).await?;
     apply::<NetworkPolicy>(ctx, ns, &d.network_policy).await?;
