@@ -8,7 +8,9 @@ use iq720_tests::{
     Cluster, TestNamespace, apply_yaml, container_pid, http, pid_alive, pod_ip, pod_log, pod_ready,
     poll_until, wait_for_condition, wait_for_deletion,
 };
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{
+    ContainerStatus, Node, PersistentVolume, PersistentVolumeClaim, Pod,
+};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
 use kube::api::DeleteParams;
@@ -389,20 +391,26 @@ async fn unknown_image_waits_with_err_image_pull() {
         &pods,
         "nope",
         |p: Option<&Pod>| {
-            let reason = p
-                .and_then(|p| p.status.as_ref())
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|c| c.first())
-                .and_then(|c| c.state.as_ref())
-                .and_then(|s| s.waiting.as_ref())
-                .and_then(|w| w.reason.clone());
-            matches!(reason.as_deref(), Some("ErrImagePull" | "ImagePullBackOff"))
+            matches!(
+                first_container(p).and_then(waiting_reason).as_deref(),
+                Some("ErrImagePull" | "ImagePullBackOff")
+            )
         },
         Duration::from_secs(60),
     )
     .await
     .unwrap();
     assert_eq!(pod.status.unwrap().phase.as_deref(), Some("Pending"));
+}
+
+/// Status of the pod's first container.
+fn first_container(p: Option<&Pod>) -> Option<&ContainerStatus> {
+    p?.status.as_ref()?.container_statuses.as_ref()?.first()
+}
+
+/// Reason of a waiting container.
+fn waiting_reason(c: &ContainerStatus) -> Option<String> {
+    c.state.as_ref()?.waiting.as_ref()?.reason.clone()
 }
 
 #[tokio::test]
@@ -429,12 +437,7 @@ spec:
         &pods,
         "crash",
         |p: Option<&Pod>| {
-            p.and_then(|p| p.status.as_ref())
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|c| c.first())
-                .and_then(|c| c.state.as_ref())
-                .and_then(|s| s.waiting.as_ref())
-                .is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
+            first_container(p).and_then(waiting_reason).as_deref() == Some("CrashLoopBackOff")
         },
         Duration::from_secs(60),
     )
@@ -487,12 +490,7 @@ spec:
     let pod = wait_for_condition(
         &pods,
         "probed",
-        |p: Option<&Pod>| {
-            p.and_then(|p| p.status.as_ref())
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|c| c.first())
-                .is_some_and(|c| c.restart_count >= 1)
-        },
+        |p: Option<&Pod>| first_container(p).is_some_and(|c| c.restart_count >= 1),
         Duration::from_secs(60),
     )
     .await
