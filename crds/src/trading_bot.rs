@@ -655,9 +655,17 @@ pub struct EmergencyStopStatus {
     /// When the operator saw the stop request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_at: Option<Time>,
-    /// When the bot was confirmed flat and scaled to zero.
+    /// When the stop finished: close-all confirmed flat (or gave up), recorded before
+    /// the StatefulSet is scaled to zero. Unset while the stop is in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
+    /// When `spec.emergencyStop` was set back to false; the record is kept until the
+    /// bot is back and resumed, and a new stop starts a new record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleared_at: Option<Time>,
+    /// Why positions may remain open, when they may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// Number of positions the bot closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positions_closed: Option<i32>,

@@ -2,18 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use iq720_crds::generate;
-use tracing::{error, info};
 
-use crate::context::{Context, Settings};
-use crate::error::Error;
-use crate::leader::{self, LeaderSettings};
-use crate::metrics::Metrics;
+use crate::manager::{self, ManagerError};
 
 /// Kubernetes operator for IQ-720 trading bots.
 #[derive(Debug, Parser)]
@@ -95,7 +89,7 @@ pub enum CliError {
     },
     /// The operator failed.
     #[error(transparent)]
-    Operator(#[from] Error),
+    Operator(#[from] ManagerError),
 }
 
 /// Runs the parsed command.
@@ -110,8 +104,10 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
-            runtime.block_on(run(args))?;
+                .map_err(|e| {
+                    ManagerError::Runtime(format!("cannot start the async runtime: {e}"))
+                })?;
+            runtime.block_on(manager::run(args))?;
             Ok(())
         }
     }
@@ -128,85 +124,4 @@ fn write_crds(dir: &std::path::Path) -> Result<(), CliError> {
         std::fs::write(&path, yaml).map_err(|source| CliError::Write { path, source })?;
     }
     Ok(())
-}
-
-fn default_identity() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "iq720-operator".to_string());
-    format!("{host}-{}", std::process::id())
-}
-
-/// `iq720-operator run`: health server, optional leader election, controllers.
-pub async fn run(args: RunArgs) -> Result<(), Error> {
-    let client = match &args.kubeconfig {
-        None => kube::Client::try_default().await?,
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| Error::Runtime(format!("cannot read {}: {e}", path.display())))?;
-            let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .map_err(|e| Error::Runtime(format!("bad kubeconfig {}: {e}", path.display())))?;
-            kube::Client::try_from(config)?
-        }
-    };
-    let metrics = Metrics::new().map_err(|e| Error::Runtime(format!("metrics: {e}")))?;
-    let settings = Settings {
-        bot_poll_interval: args.bot_poll_interval,
-        close_all_deadline: args.close_all_deadline,
-        ..Settings::default()
-    };
-    let identity = args.identity.clone().unwrap_or_else(default_identity);
-    let ctx = Context::new(client.clone(), metrics, settings, Some(identity.clone()));
-
-    let listener = tokio::net::TcpListener::bind(args.metrics_address)
-        .await
-        .map_err(|e| Error::Runtime(format!("cannot listen on {}: {e}", args.metrics_address)))?;
-    info!(address = %args.metrics_address, "serving /metrics, /healthz and /readyz");
-    let app = crate::server::router(ctx.clone());
-    let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            error!(error = %e, "health server stopped");
-        }
-    });
-
-    let lost_leadership = if args.leader_election {
-        let settings = LeaderSettings {
-            name: args.lease_name.clone(),
-            namespace: args.lease_namespace.clone(),
-            identity,
-            lease_duration: args.lease_duration,
-            renew_every: args.lease_renew_every,
-        };
-        tokio::select! {
-            res = leader::acquire(client.clone(), &settings) => res?,
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        }
-        Some(tokio::spawn(leader::keep(client.clone(), settings)))
-    } else {
-        None
-    };
-
-    ctx.ready.store(true, Ordering::Relaxed);
-    info!(namespace = ?args.namespace, "starting the TradingBot controller");
-    let controller = crate::tradingbot::run(Arc::new(ctx.clone()), args.namespace.clone());
-    let outcome = match lost_leadership {
-        Some(keeper) => tokio::select! {
-            _ = controller => Ok(()),
-            lost = keeper => match lost {
-                Ok(err) => Err(err),
-                Err(join) => Err(Error::Leader(format!("lease keeper failed: {join}"))),
-            },
-        },
-        None => {
-            controller.await;
-            Ok(())
-        }
-    };
-    ctx.ready.store(false, Ordering::Relaxed);
-    server.abort();
-    if let Err(e) = &outcome {
-        error!(error = %e, "stopping: no longer the leader");
-    }
-    outcome
 }

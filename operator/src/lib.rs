@@ -2,17 +2,16 @@
 //! trading bot, talks to each bot over its authenticated HTTP API, and reports what it
 //! sees in the resource status.
 //!
-//! Reconcile is an explicit pipeline (see [`tradingbot`]): validate → build (pure,
-//! one module per owned object under [`tradingbot::build`]) → apply with server-side
-//! apply → talk to the bot → write status only when it changed.
+//! Layout: [`shared`] (context, apply, conditions, metrics, health, leader election)
+//! knows no controller; [`botlink`] reaches a running bot; each controller is a
+//! folder whose reconcile is an explicit pipeline, one module per step (see
+//! [`tradingbot::pipeline`]).
 
+pub mod botlink;
 pub mod cli;
-pub mod context;
 pub mod duration;
-pub mod error;
-pub mod leader;
-pub mod metrics;
-pub mod server;
+pub mod manager;
+pub mod shared;
 pub mod tradingbot;
 
 /// Field manager used for every server-side apply of the operator.

@@ -1,96 +1,436 @@
-//! Emergency stop: close every position, confirm the bot is flat and halted, scale the
-//! StatefulSet to zero. If the bot cannot be reached or close-all fails within the
-//! deadline, scale to zero anyway and say that positions may remain open.
+//! Emergency stop, all of it: record the stop, close every position (retrying while
+//! the bot is starting, within a deadline), confirm the bot is flat and halted, record
+//! the outcome, then scale the StatefulSet to zero.
 //!
-//! Recovery (flag set back to false) is handled by the normal pipeline: the bot is
-//! scaled back to one replica, starts halted (the halt is persisted in its database)
-//! and is resumed by the operator once it answers.
+//! Why this order: the outcome is in the status before the pod goes away, and the
+//! decision to (re)run close-all is taken on a fresh read of the status, never on the
+//! watch cache. So no later reconcile and no operator restart can find the pod gone,
+//! run the stop again and replace a confirmed flat result with "positions may remain
+//! open". The path runs before validation and touches only `spec.replicas` of the
+//! StatefulSet, so nothing else wrong with the spec can skip or wedge it.
+//!
+//! Recovery (flag set back to false) is the normal pipeline: the bot is scaled back to
+//! one replica, starts halted (the halt is persisted in its database) and is resumed
+//! by [`super::converse`] once it answers.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use iq720_crds::trading_bot::TradingBotPhase;
+use iq720_crds::trading_bot::{EmergencyStopStatus, TradingBotPhase};
 use iq720_crds::{TradingBot, TradingBotStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use std::time::Duration;
+use tracing::{info, warn};
 
 use super::build::Owner;
-use super::reconcile::{StopOutcome, close_all, finish_stop};
-use crate::context::Context;
-use crate::error::Result;
+use super::error::Result;
+use super::status::{self, condition, set_condition};
+use super::{apply, validate};
+use crate::botlink::client::BotApiError;
+use crate::botlink::endpoint::{self, PodLookup};
+use crate::botlink::{BotRef, token};
+use crate::shared::context::Context;
 
-/// Reconciles a bot whose `spec.emergencyStop` is true.
-pub async fn reconcile(
-    bot: Arc<TradingBot>,
-    ctx: &Context,
-    owner: &Owner,
-    token: &str,
-    st: TradingBotStatus,
-) -> Result<Action> {
-    let done = st
-        .emergency_stop
-        .as_ref()
-        .is_some_and(|e| e.completed_at.is_some())
-        && st.phase == Some(TradingBotPhase::EmergencyStopped);
-    if done {
-        // Keep the StatefulSet at zero (re-applied in case someone scaled it up).
-        let desired = super::build::desired(&bot, 0)?;
-        super::reconcile::apply_objects(ctx, &owner.namespace, &desired).await?;
-        return Ok(Action::requeue(Duration::from_secs(300)));
+/// How often close-all is retried while the bot is starting or not yet flat.
+const RETRY_EVERY: Duration = Duration::from_millis(250);
+
+/// Where a bot's emergency stop stands, read from its status.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopState {
+    /// No stop is recorded (or the last one was cleared): a new stop starts.
+    NotStarted,
+    /// A stop was recorded but has no outcome yet (operator restarted mid-stop, or a
+    /// step failed): close-all runs again.
+    InProgress {
+        /// When the stop was first seen.
+        requested_at: Time,
+    },
+    /// The stop has an outcome; it is never run again, only kept at zero replicas.
+    Completed,
+}
+
+/// Reads the stop state from a status.
+pub fn stop_state(st: &TradingBotStatus) -> StopState {
+    match &st.emergency_stop {
+        Some(e) if e.cleared_at.is_none() && e.completed_at.is_some() => StopState::Completed,
+        Some(EmergencyStopStatus {
+            cleared_at: None,
+            requested_at: Some(at),
+            ..
+        }) => StopState::InProgress {
+            requested_at: at.clone(),
+        },
+        _ => StopState::NotStarted,
     }
-    let started = Instant::now();
+}
+
+/// How close-all ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopOutcome {
+    /// The bot confirmed it is flat and halted after closing this many positions.
+    Flat {
+        /// Positions closed.
+        closed: i32,
+    },
+    /// There was no bot pod to ask.
+    NotRunning {
+        /// Open positions the bot reported last (None: it never reported).
+        last_known_open: Option<i32>,
+        /// Whether the bot ever ran (reported a version).
+        ever_ran: bool,
+    },
+    /// The bot could not confirm it is flat within the deadline.
+    Failed(String),
+}
+
+impl StopOutcome {
+    /// Whether positions may remain open on the exchange.
+    pub fn may_remain(&self) -> bool {
+        match self {
+            StopOutcome::Flat { .. } => false,
+            StopOutcome::NotRunning {
+                last_known_open,
+                ever_ran,
+            } => match last_known_open {
+                Some(n) => *n > 0,
+                None => *ever_ran,
+            },
+            StopOutcome::Failed(_) => true,
+        }
+    }
+
+    fn metric_label(&self) -> &'static str {
+        if self.may_remain() {
+            "positions_may_remain"
+        } else {
+            "flat"
+        }
+    }
+}
+
+/// Marks a stop as started in `st` (pure).
+pub fn record_started(st: &mut TradingBotStatus, requested_at: Time, generation: Option<i64>) {
+    st.emergency_stop = Some(EmergencyStopStatus {
+        requested_at: Some(requested_at),
+        ..EmergencyStopStatus::default()
+    });
+    st.phase = Some(TradingBotPhase::EmergencyStopped);
+    set_condition(
+        &mut st.conditions,
+        condition::EMERGENCY_STOPPED,
+        true,
+        "InProgress",
+        "closing every position and halting trading; the bot is scaled to zero next",
+        generation,
+    );
+    set_condition(
+        &mut st.conditions,
+        condition::READY,
+        false,
+        "EmergencyStopped",
+        "the bot is being stopped",
+        generation,
+    );
+}
+
+/// Records the outcome of close-all in `st` (pure).
+pub fn record_outcome(
+    st: &mut TradingBotStatus,
+    outcome: &StopOutcome,
+    now: Time,
+    generation: Option<i64>,
+) {
     let requested_at = st
         .emergency_stop
         .as_ref()
-        .and_then(|e| e.requested_at.clone())
-        .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
-    ctx.event(
-        bot.as_ref(),
-        EventType::Warning,
-        "EmergencyStopRequested",
-        "EmergencyStop",
-        "closing every position, halting trading and scaling to zero".to_string(),
-    )
-    .await;
-    let outcome = match super::reconcile::bot_endpoint(ctx, owner, token).await? {
-        None => StopOutcome {
-            closed: None,
-            error: Some(
-                "the bot pod is not running, so its positions could not be closed".to_string(),
-            ),
-        },
-        Some(ep) => match close_all(ctx, &ep).await {
-            Ok(closed) => {
-                ctx.event(
-                    bot.as_ref(),
-                    EventType::Normal,
-                    "PositionsClosed",
-                    "EmergencyStop",
-                    format!("{closed} position(s) closed; the bot is flat and halted"),
-                )
-                .await;
-                StopOutcome {
-                    closed: Some(closed),
-                    error: None,
-                }
-            }
-            Err(e) => StopOutcome {
-                closed: None,
-                error: Some(format!("close-all failed: {e}")),
-            },
-        },
+        .and_then(|e| e.requested_at.clone());
+    let (closed, message) = match outcome {
+        StopOutcome::Flat { closed } => (Some(*closed), None),
+        StopOutcome::NotRunning { .. } if !outcome.may_remain() => (Some(0), None),
+        StopOutcome::NotRunning {
+            last_known_open, ..
+        } => (
+            None,
+            Some(match last_known_open {
+                Some(n) => format!(
+                    "the bot pod was not running, and it last reported {n} open position(s)"
+                ),
+                None => "the bot pod was not running and never reported its positions".into(),
+            }),
+        ),
+        StopOutcome::Failed(why) => (None, Some(why.clone())),
     };
-    if let Some(why) = &outcome.error {
-        ctx.event(
-            bot.as_ref(),
-            EventType::Warning,
+    let may_remain = outcome.may_remain();
+    st.emergency_stop = Some(EmergencyStopStatus {
+        requested_at,
+        completed_at: Some(now),
+        cleared_at: None,
+        positions_closed: closed,
+        positions_may_remain: may_remain,
+        message: message.clone(),
+    });
+    st.phase = Some(TradingBotPhase::EmergencyStopped);
+    if !may_remain {
+        st.open_positions = Some(0);
+    }
+    let (reason, text) = match (outcome, &message) {
+        (_, Some(why)) => (
             "PositionsMayRemainOpen",
+            format!(
+                "trading halted and scaled to zero, but positions may remain open: {why}; check the exchange account"
+            ),
+        ),
+        (StopOutcome::Flat { closed }, None) => (
+            "Completed",
+            format!("{closed} position(s) closed, trading halted, scaled to zero"),
+        ),
+        (_, None) => (
+            "Completed",
+            "the bot was not running and held no positions; kept at zero replicas".to_string(),
+        ),
+    };
+    set_condition(
+        &mut st.conditions,
+        condition::EMERGENCY_STOPPED,
+        true,
+        reason,
+        &text,
+        generation,
+    );
+    set_condition(
+        &mut st.conditions,
+        condition::READY,
+        false,
+        "EmergencyStopped",
+        "the bot is stopped",
+        generation,
+    );
+}
+
+/// Reconciles a bot whose `spec.emergencyStop` is true. Runs whatever else is wrong
+/// with the spec (`problems` are only reported).
+pub async fn reconcile(
+    bot: &TradingBot,
+    ctx: &Context,
+    owner: &Owner,
+    problems: &[String],
+) -> Result<Action> {
+    let started = Instant::now();
+    let generation = bot.metadata.generation;
+    // The watch cache can lag behind our own status writes: decide on a fresh read.
+    let api: Api<TradingBot> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let fresh = api.get_status(&owner.name).await?;
+    let mut st = fresh.status.clone().unwrap_or_default();
+    st.observed_generation = generation;
+    validate::report(&mut st, problems, generation);
+
+    let state = stop_state(&st);
+    if state == StopState::Completed {
+        // Keep it stopped (someone may have scaled the StatefulSet up by hand).
+        apply::scale_to_zero(ctx, owner).await?;
+        st.phase = Some(TradingBotPhase::EmergencyStopped);
+        status::write(ctx, &fresh, st).await?;
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
+    if state == StopState::NotStarted {
+        record_started(
+            &mut st,
+            Time(k8s_openapi::jiff::Timestamp::now()),
+            generation,
+        );
+        status::write(ctx, &fresh, st.clone()).await?;
+        ctx.event(
+            bot,
+            EventType::Warning,
+            "EmergencyStopRequested",
             "EmergencyStop",
-            format!("{why}; scaling to zero anyway; check the exchange account"),
+            "closing every position, halting trading and scaling to zero".to_string(),
         )
         .await;
     }
-    finish_stop(ctx, &bot, owner, st, requested_at, started, outcome).await
+    let target = BotRef::new(&owner.namespace, &owner.name);
+    let outcome = close_all_with_retry(ctx, &target, ctx.settings.close_all_deadline, &st).await?;
+    match &outcome {
+        StopOutcome::Flat { closed } => {
+            ctx.event(
+                bot,
+                EventType::Normal,
+                "PositionsClosed",
+                "EmergencyStop",
+                format!("{closed} position(s) closed; the bot is flat and halted"),
+            )
+            .await;
+        }
+        other if other.may_remain() => {
+            warn!(bot = %owner.name, outcome = ?other, "emergency stop could not confirm the bot is flat");
+        }
+        _ => {
+            info!(bot = %owner.name, "emergency stop of a bot that was not running and held no positions")
+        }
+    }
+    // The outcome is recorded before the pod goes away.
+    let stored = api.get_status(&owner.name).await?;
+    record_outcome(
+        &mut st,
+        &outcome,
+        Time(k8s_openapi::jiff::Timestamp::now()),
+        generation,
+    );
+    status::write(ctx, &stored, st.clone()).await?;
+    if outcome.may_remain()
+        && let Some(why) = st.emergency_stop.as_ref().and_then(|e| e.message.clone())
+    {
+        ctx.event(
+            bot,
+            EventType::Warning,
+            "PositionsMayRemainOpen",
+            "EmergencyStop",
+            format!("{why}; scaled to zero anyway; check the exchange account"),
+        )
+        .await;
+    }
+    apply::scale_to_zero(ctx, owner).await?;
+    let elapsed = started.elapsed();
+    let label = outcome.metric_label();
+    ctx.metrics
+        .emergency_stops
+        .with_label_values(&[label])
+        .inc();
+    ctx.metrics
+        .emergency_stop_duration
+        .with_label_values(&[label])
+        .observe(elapsed.as_secs_f64());
+    ctx.event(
+        bot,
+        EventType::Normal,
+        "ScaledToZero",
+        "EmergencyStop",
+        format!(
+            "StatefulSet scaled to 0 replicas {:.0} ms after the stop was seen",
+            elapsed.as_secs_f64() * 1000.0
+        ),
+    )
+    .await;
+    info!(bot = %bot.name_any(), ms = elapsed.as_millis(), "emergency stop done");
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Calls close-all until the bot confirms it is flat and halted, retrying while its
+/// pod is starting (no address yet, connection refused) or not yet flat, until
+/// `deadline`. A bot with no pod at all is reported at once as not running. Used by
+/// the emergency stop and by deletion.
+pub async fn close_all_with_retry(
+    ctx: &Context,
+    target: &BotRef,
+    deadline: Duration,
+    last: &TradingBotStatus,
+) -> Result<StopOutcome> {
+    let until = Instant::now() + deadline;
+    let not_running = || StopOutcome::NotRunning {
+        last_known_open: last.open_positions,
+        ever_ran: last.current_version.is_some(),
+    };
+    loop {
+        let Some(tok) = token::read(&ctx.client, target).await? else {
+            return Ok(StopOutcome::Failed(
+                "the bot's API token Secret is missing".into(),
+            ));
+        };
+        let last_error = match endpoint::lookup(&ctx.client, target, &tok).await? {
+            PodLookup::Missing => return Ok(not_running()),
+            PodLookup::NoAddress => "the bot pod has no address yet".to_string(),
+            PodLookup::Found(pod) => {
+                let left = until.saturating_duration_since(Instant::now());
+                match ctx
+                    .bots
+                    .close_all_confirmed(&pod.endpoint, left.max(Duration::from_millis(500)))
+                    .await
+                {
+                    Ok(closed) => return Ok(StopOutcome::Flat { closed }),
+                    Err(
+                        e @ BotApiError::Status {
+                            status: 401 | 403, ..
+                        },
+                    ) => {
+                        return Ok(StopOutcome::Failed(format!("close-all failed: {e}")));
+                    }
+                    Err(e) => format!("close-all failed: {e}"),
+                }
+            }
+        };
+        if Instant::now() + RETRY_EVERY >= until {
+            return Ok(StopOutcome::Failed(last_error));
+        }
+        tokio::time::sleep(RETRY_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn a_completed_stop_is_never_restarted() {
+        let mut st = TradingBotStatus::default();
+        assert_eq!(stop_state(&st), StopState::NotStarted);
+        record_started(&mut st, t(), Some(1));
+        assert!(matches!(stop_state(&st), StopState::InProgress { .. }));
+        record_outcome(&mut st, &StopOutcome::Flat { closed: 2 }, t(), Some(1));
+        assert_eq!(stop_state(&st), StopState::Completed);
+        let e = st
+            .emergency_stop
+            .as_ref()
+            .unwrap_or_else(|| panic!("record"));
+        assert_eq!(e.positions_closed, Some(2));
+        assert!(!e.positions_may_remain);
+        assert_eq!(st.open_positions, Some(0));
+        // Cleared (flag set back to false): a new stop starts a new record.
+        if let Some(e) = st.emergency_stop.as_mut() {
+            e.cleared_at = Some(t());
+        }
+        assert_eq!(stop_state(&st), StopState::NotStarted);
+    }
+
+    #[test]
+    fn invalid_phase_does_not_hide_the_stop() {
+        let mut st = TradingBotStatus {
+            phase: Some(TradingBotPhase::Invalid),
+            ..TradingBotStatus::default()
+        };
+        record_started(&mut st, t(), Some(1));
+        record_outcome(&mut st, &StopOutcome::Flat { closed: 0 }, t(), Some(1));
+        assert_eq!(st.phase, Some(TradingBotPhase::EmergencyStopped));
+        assert_eq!(stop_state(&st), StopState::Completed);
+    }
+
+    #[test]
+    fn a_bot_that_never_ran_is_not_a_false_alarm() {
+        let never = StopOutcome::NotRunning {
+            last_known_open: None,
+            ever_ran: false,
+        };
+        assert!(!never.may_remain());
+        let flat = StopOutcome::NotRunning {
+            last_known_open: Some(0),
+            ever_ran: true,
+        };
+        assert!(!flat.may_remain());
+        let open = StopOutcome::NotRunning {
+            last_known_open: Some(3),
+            ever_ran: true,
+        };
+        assert!(open.may_remain());
+        let mut st = TradingBotStatus::default();
+        record_started(&mut st, t(), Some(1));
+        record_outcome(&mut st, &open, t(), Some(1));
+        let c = status::find_condition(&st, condition::EMERGENCY_STOPPED);
+        assert_eq!(c.map(|c| c.reason.as_str()), Some("PositionsMayRemainOpen"));
+        assert!(StopOutcome::Failed("x".into()).may_remain());
+    }
 }

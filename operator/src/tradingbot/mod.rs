@@ -1,14 +1,20 @@
-//! The TradingBot controller.
+//! The TradingBot controller: one StatefulSet of one bot pod per TradingBot, its
+//! configuration, token, Service and NetworkPolicy, and the conversation with the bot
+//! (pause, hot reload, emergency stop). The steps of [`pipeline`] are one module each.
 
-pub mod bot_client;
+pub mod apply;
 pub mod build;
+pub mod cleanup;
+pub mod converse;
+pub mod decide;
 pub mod emergency;
-pub mod reconcile;
+pub mod error;
+pub mod pipeline;
 pub mod status;
 pub mod validate;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use iq720_crds::TradingBot;
@@ -21,24 +27,25 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
 use tracing::{debug, warn};
 
-use crate::context::Context;
-use crate::error::Error;
+use crate::shared::context::Context;
+use error::Error;
 
 /// Finalizer that closes positions before a bot is deleted.
 pub const FINALIZER: &str = "trading.iq720.io/close-positions";
+/// Name of this controller in metrics.
+pub const CONTROLLER: &str = "tradingbot";
+/// Field manager of this controller's status writes (each controller has its own, so
+/// no two controllers overwrite each other's status fields).
+pub const STATUS_MANAGER: &str = "iq720-operator-tradingbot";
 
 async fn reconcile(bot: Arc<TradingBot>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    ctx.metrics
-        .reconciliations
-        .with_label_values(&["tradingbot"])
-        .inc();
+    let _measure = ctx.metrics.count_and_measure(CONTROLLER);
     let ns = bot.namespace().unwrap_or_default();
     let api: Api<TradingBot> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, bot, |event| async {
+    finalizer(&api, FINALIZER, bot, |event| async {
         match event {
-            Finalizer::Apply(bot) => reconcile::apply_bot(bot, &ctx).await,
-            Finalizer::Cleanup(bot) => reconcile::cleanup_bot(bot, &ctx).await,
+            Finalizer::Apply(bot) => pipeline::reconcile(&bot, &ctx).await,
+            Finalizer::Cleanup(bot) => cleanup::cleanup(&bot, &ctx).await,
         }
     })
     .await
@@ -46,20 +53,13 @@ async fn reconcile(bot: Arc<TradingBot>, ctx: Arc<Context>) -> Result<Action, Er
         kube::runtime::finalizer::Error::ApplyFailed(inner)
         | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner,
         other => Error::Finalizer(other.to_string()),
-    });
-    ctx.metrics
-        .reconcile_duration
-        .with_label_values(&["tradingbot"])
-        .observe(started.elapsed().as_secs_f64());
-    result
+    })
 }
 
 fn error_policy(bot: Arc<TradingBot>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(bot = %bot.name_any(), namespace = ?bot.namespace(), error = %error, "reconcile failed");
     ctx.metrics
-        .reconcile_errors
-        .with_label_values(&["tradingbot", error.metric_label()])
-        .inc();
+        .reconcile_failure(CONTROLLER, error.metric_label());
     Action::requeue(Duration::from_secs(5))
 }
 

@@ -1,9 +1,17 @@
-//! Status computation: conditions, phase and the figures read from the bot.
+//! Status: conditions, phase and the figures read from the bot, and the one place
+//! that writes them. Status is written only when it differs from the stored one, with
+//! server-side apply under this controller's own status field manager.
 
-use iq720_crds::TradingBotStatus;
 use iq720_crds::trading_bot::TradingBotPhase;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use serde_json::Value;
+use iq720_crds::{TradingBot, TradingBotStatus};
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use super::STATUS_MANAGER;
+use super::error::Result;
+pub use crate::shared::conditions::{is_true, remove_condition, set_condition};
+use crate::shared::context::Context;
 
 /// Condition types written by the TradingBot controller.
 pub mod condition {
@@ -17,40 +25,50 @@ pub mod condition {
     pub const EMERGENCY_STOPPED: &str = "EmergencyStopped";
     /// The spec has a problem the CRD schema cannot catch.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Every owned object was applied (False names the object and the apiserver's
+    /// reason, e.g. a name taken by an object the bot does not own).
+    pub const RESOURCES_APPLIED: &str = "ResourcesApplied";
+    /// The data volume matches `spec.storage` (False: a change that cannot be made).
+    pub const STORAGE_IN_SYNC: &str = "StorageInSync";
 }
 
-/// Sets a condition, keeping `lastTransitionTime` when its status does not change.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
+/// The condition of a type in a status.
+pub fn find_condition<'a>(
+    st: &'a TradingBotStatus,
     type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) {
-    let status_str = if status { "True" } else { "False" };
-    let transition = conditions
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status_str)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
-    conditions.retain(|c| c.type_ != type_);
-    conditions.push(Condition {
-        type_: type_.to_string(),
-        status: status_str.to_string(),
-        reason: reason.to_string(),
-        message: message.to_string(),
-        observed_generation: generation,
-        last_transition_time: transition,
-    });
-    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    crate::shared::conditions::find(&st.conditions, type_)
 }
 
-/// Whether a condition is present and True.
-pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
+/// Writes the status when it differs from the stored one. Returns whether it wrote.
+pub async fn write(ctx: &Context, bot: &TradingBot, new: TradingBotStatus) -> Result<bool> {
+    if bot.status.as_ref() == Some(&new) {
+        return Ok(false);
+    }
+    let api: Api<TradingBot> =
+        Api::namespaced(ctx.client.clone(), &bot.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": TradingBot::api_version(&()),
+        "kind": TradingBot::kind(&()),
+        "status": new,
+    });
+    api.patch_status(
+        &bot.name_any(),
+        &PatchParams::apply(STATUS_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics
+        .status_writes
+        .with_label_values(&[super::CONTROLLER])
+        .inc();
+    let phase = new.phase.map(|p| format!("{p:?}")).unwrap_or_default();
+    ctx.record_phase(
+        &bot.namespace().unwrap_or_default(),
+        &bot.name_any(),
+        Some(phase),
+    );
+    Ok(true)
 }
 
 /// What the operator learned from the bot's `/status` and `/performance`.
@@ -215,17 +233,6 @@ pub fn apply_report(status: &mut TradingBotStatus, report: &BotReport, generatio
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn condition_transition_time_is_kept_when_status_is_unchanged() {
-        let mut c = Vec::new();
-        set_condition(&mut c, "Ready", true, "A", "a", Some(1));
-        let first = c[0].last_transition_time.clone();
-        set_condition(&mut c, "Ready", true, "B", "b", Some(2));
-        assert_eq!(c.len(), 1);
-        assert_eq!(c[0].last_transition_time, first);
-        assert_eq!(c[0].reason, "B");
-    }
 
     #[test]
     fn report_reads_bot_json() {

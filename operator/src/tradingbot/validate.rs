@@ -1,10 +1,78 @@
 //! Checks of a TradingBot spec that the CRD's CEL rules cannot express. A failure
 //! becomes the `InvalidSpec` condition, never a crash or a hot loop.
 
-use iq720_crds::TradingBot;
 use iq720_crds::trading_bot::{MarketDataKind, TradingMode};
+use iq720_crds::{TradingBot, TradingBotStatus};
 
+use super::status::{condition, set_condition};
 use crate::duration;
+use crate::shared::quantity;
+
+/// Writes the `InvalidSpec` condition for `problems` (False with "the spec is valid"
+/// when there are none).
+pub fn report(st: &mut TradingBotStatus, problems: &[String], generation: Option<i64>) {
+    if problems.is_empty() {
+        set_condition(
+            &mut st.conditions,
+            condition::INVALID_SPEC,
+            false,
+            "Valid",
+            "the spec is valid",
+            generation,
+        );
+    } else {
+        set_condition(
+            &mut st.conditions,
+            condition::INVALID_SPEC,
+            true,
+            "InvalidSpec",
+            &problems.join("; "),
+            generation,
+        );
+    }
+}
+
+/// Problems of the Kubernetes-typed fields (quantities) that the schema accepts as
+/// free strings and the apiserver would refuse in the StatefulSet.
+fn kubernetes_problems(bot: &TradingBot, out: &mut Vec<String>) {
+    let spec = &bot.spec;
+    match quantity::parse(&spec.storage.size) {
+        Some(v) if v > 0.0 => {}
+        Some(_) => out.push("spec.storage.size must be greater than zero".to_string()),
+        None => out.push(format!(
+            "spec.storage.size `{}` is not a Kubernetes quantity such as 1Gi or 500Mi",
+            spec.storage.size
+        )),
+    }
+    if let Some(res) = &spec.resources {
+        for (kind, list) in [("limits", &res.limits), ("requests", &res.requests)] {
+            for (name, q) in list.iter().flatten() {
+                match quantity::parse(&q.0) {
+                    Some(v) if v >= 0.0 => {}
+                    Some(_) => out.push(format!("spec.resources.{kind}.{name} must not be negative")),
+                    None => out.push(format!(
+                        "spec.resources.{kind}.{name} `{}` is not a Kubernetes quantity such as 500m, 256Mi or 1Gi",
+                        q.0
+                    )),
+                }
+            }
+        }
+        if let (Some(limits), Some(requests)) = (&res.limits, &res.requests) {
+            for (name, req) in requests {
+                if let (Some(l), Some(r)) = (
+                    limits.get(name).and_then(|q| quantity::parse(&q.0)),
+                    quantity::parse(&req.0),
+                ) && r > l
+                {
+                    out.push(format!(
+                        "spec.resources.requests.{name} ({}) must not exceed spec.resources.limits.{name}",
+                        req.0
+                    ));
+                }
+            }
+        }
+    }
+}
 
 /// Strategy parameters the bot understands (see bot/README.md).
 pub const STRATEGY_PARAMS: &[&str] = &[
@@ -23,6 +91,7 @@ pub const STRATEGY_PARAMS: &[&str] = &[
 pub fn problems(bot: &TradingBot) -> Vec<String> {
     let spec = &bot.spec;
     let mut out = Vec::new();
+    kubernetes_problems(bot, &mut out);
     let compress = duration::parse(&spec.logs.compress_after);
     let delete = duration::parse(&spec.logs.delete_after);
     match (&compress, &delete) {

@@ -7,13 +7,13 @@ pub const BOT_LABEL: &str = "trading.iq720.io/bot";
 /// Container port name and number of the bot's HTTP API.
 pub const API_PORT_NAME: &str = "api";
 /// Container port of the bot's HTTP API.
-pub const API_PORT: i32 = 8080;
+pub use crate::botlink::API_PORT;
 /// Pod-template annotation holding the checksum of the restart-requiring configuration.
 pub const CONFIG_CHECKSUM_ANNOTATION: &str = "trading.iq720.io/config-checksum";
 /// Label that lets a namespace's pods scrape bot metrics through the NetworkPolicy.
 pub const METRICS_SCRAPER_LABEL: &str = "trading.iq720.io/metrics-scraper";
 /// Key of the bot API token in the token Secret.
-pub const TOKEN_KEY: &str = "token";
+pub use crate::botlink::TOKEN_KEY;
 
 /// StatefulSet, headless Service and NetworkPolicy name.
 pub fn workload_name(bot: &str) -> String {
@@ -27,12 +27,7 @@ pub fn config_map_name(bot: &str) -> String {
 
 /// Secret with the bot's API token.
 pub fn token_secret_name(bot: &str) -> String {
-    format!("{bot}-api-token")
-}
-
-/// Name of the single pod of the bot's StatefulSet.
-pub fn pod_name(bot: &str) -> String {
-    format!("{bot}-0")
+    crate::botlink::BotRef::new("", bot).token_secret_name()
 }
 
 /// Labels that select the bot's pod.

@@ -1,5 +1,5 @@
 //! The pure build step: TradingBot spec → desired owned objects. No client, no I/O
-//! (except [`token_secret::generate_token`]); one module per owned object.
+//! ; one module per owned object.
 
 pub mod bot_config;
 pub mod config_map;
@@ -7,7 +7,6 @@ pub mod labels;
 pub mod network_policy;
 pub mod service;
 pub mod stateful_set;
-pub mod token_secret;
 
 use iq720_crds::TradingBot;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;

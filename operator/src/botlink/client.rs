@@ -27,6 +27,14 @@ pub enum BotApiError {
         /// Error message from the bot's JSON error body.
         message: String,
     },
+    /// After close-all the bot still reports open positions or is not halted.
+    #[error("after close-all the bot reports {open} open position(s), halted={halted}")]
+    NotFlat {
+        /// Open positions the bot still reports.
+        open: i64,
+        /// Whether the bot reports itself halted.
+        halted: bool,
+    },
     /// The bot's answer was not the JSON expected.
     #[error("bot sent an invalid answer to {path}: {message}")]
     Decode {
@@ -191,5 +199,34 @@ impl BotApi {
             Some(deadline),
         )
         .await
+    }
+
+    /// Calls close-all and confirms the bot is flat and halted. Returns the number of
+    /// positions it closed; [`BotApiError::NotFlat`] when the bot still reports open
+    /// positions or is not halted afterwards.
+    pub async fn close_all_confirmed(
+        &self,
+        ep: &BotEndpoint,
+        deadline: Duration,
+    ) -> Result<i32, BotApiError> {
+        let report = self.close_all(ep, deadline).await?;
+        let closed = report
+            .get("positions")
+            .and_then(Value::as_array)
+            .map(Vec::len)
+            .unwrap_or(0);
+        let status = self.status(ep).await?;
+        let open = status
+            .get("openPositions")
+            .and_then(Value::as_i64)
+            .unwrap_or(-1);
+        let halted = status
+            .get("halted")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if open != 0 || !halted {
+            return Err(BotApiError::NotFlat { open, halted });
+        }
+        Ok(i32::try_from(closed).unwrap_or(i32::MAX))
     }
 }

@@ -1,35 +1,36 @@
-//! The operator's error type; every variant maps to a metric label.
+//! Errors of the TradingBot controller; every variant maps to a metric label, and
+//! [`Error::is_permanent`] decides between "wait for a spec change" and "retry soon".
 
-use crate::tradingbot::bot_client::BotApiError;
-use crate::tradingbot::build::BuildError;
+use crate::botlink::client::BotApiError;
+use crate::botlink::token::TokenError;
+use crate::shared::apply::ApplyError;
 
-/// Errors of a reconcile.
+use super::build::BuildError;
+
+/// Errors of a TradingBot reconcile.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A Kubernetes API call failed.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// Applying an owned object failed.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
     /// Building the desired objects failed.
     #[error(transparent)]
     Build(#[from] BuildError),
     /// Talking to a bot failed.
     #[error(transparent)]
     Bot(#[from] BotApiError),
+    /// The bot's API token could not be read or created.
+    #[error(transparent)]
+    Token(#[from] TokenError),
     /// The finalizer helper failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
     /// Serialisation of an object failed.
     #[error("serialisation: {0}")]
     Serde(#[from] serde_json::Error),
-    /// The token Secret could not be generated.
-    #[error("cannot generate the bot API token: {0}")]
-    Token(std::io::Error),
-    /// Leader election failed.
-    #[error("leader election: {0}")]
-    Leader(String),
-    /// A runtime (I/O, bind) failure outside a reconcile.
-    #[error("{0}")]
-    Runtime(String),
 }
 
 impl Error {
@@ -37,17 +38,18 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
+            Error::Apply(ApplyError::NotOwned { .. }) => "not_owned",
+            Error::Apply(_) => "apply",
             Error::Build(_) => "build",
             Error::Bot(BotApiError::Unreachable(_)) => "bot_unreachable",
+            Error::Bot(BotApiError::NotFlat { .. }) => "bot_not_flat",
             Error::Bot(_) => "bot_api",
+            Error::Token(_) => "token",
             Error::Finalizer(_) => "finalizer",
             Error::Serde(_) => "serde",
-            Error::Token(_) => "token",
-            Error::Leader(_) => "leader",
-            Error::Runtime(_) => "runtime",
         }
     }
 }
 
-/// Result alias of the operator.
+/// Result alias of the TradingBot controller.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

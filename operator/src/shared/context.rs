@@ -1,4 +1,5 @@
-//! State shared by every reconcile: client, event recorder, metrics, bot API client.
+//! State shared by every reconcile of every controller: client, event recorder,
+//! metrics, the bot API client and tunables. One `Context` per operator process.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,8 +11,8 @@ use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tracing::warn;
 
-use crate::metrics::Metrics;
-use crate::tradingbot::bot_client::BotApi;
+use super::metrics::Metrics;
+use crate::botlink::client::BotApi;
 
 /// Tunables of the controllers.
 #[derive(Debug, Clone)]

@@ -1,8 +1,23 @@
 //! Prometheus metrics of the operator.
 
+use std::time::Instant;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+
+/// Observes the duration of one reconcile when dropped (on every return path).
+pub struct ReconcileMeasurer {
+    start: Instant,
+    histogram: Histogram,
+}
+
+impl Drop for ReconcileMeasurer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
 
 /// The operator's metrics, registered in their own registry.
 #[derive(Clone)]
@@ -112,6 +127,23 @@ impl Metrics {
             status_writes,
             hot_reloads,
         })
+    }
+
+    /// Counts a reconcile of `controller` and measures its duration until the returned
+    /// guard is dropped.
+    pub fn count_and_measure(&self, controller: &str) -> ReconcileMeasurer {
+        self.reconciliations.with_label_values(&[controller]).inc();
+        ReconcileMeasurer {
+            start: Instant::now(),
+            histogram: self.reconcile_duration.with_label_values(&[controller]),
+        }
+    }
+
+    /// Counts a failed reconcile of `controller` with the error's metric label.
+    pub fn reconcile_failure(&self, controller: &str, reason: &str) {
+        self.reconcile_errors
+            .with_label_values(&[controller, reason])
+            .inc();
     }
 
     /// The text exposition of every metric.

@@ -14,7 +14,19 @@ use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tracing::{debug, info, warn};
 
-use crate::error::Error;
+/// Failure of leader election.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    /// The Lease could not be read or written.
+    #[error("lease API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Another candidate holds the Lease now.
+    #[error("lost the lease to another candidate")]
+    Lost,
+    /// Renewal kept failing until the Lease could expire.
+    #[error("cannot renew the lease: {0}")]
+    RenewFailed(String),
+}
 
 /// Settings of the election.
 #[derive(Debug, Clone)]
@@ -53,7 +65,7 @@ fn expired(spec: &LeaseSpec, at: k8s_openapi::jiff::Timestamp) -> bool {
 }
 
 /// Tries once to acquire or renew the Lease.
-pub async fn try_acquire(api: &Api<Lease>, s: &LeaderSettings) -> Result<Attempt, Error> {
+pub async fn try_acquire(api: &Api<Lease>, s: &LeaderSettings) -> Result<Attempt, LeaderError> {
     let duration_secs = i32::try_from(s.lease_duration.as_secs()).unwrap_or(15);
     let fresh_spec = |transitions: i32, acquire: Option<MicroTime>| LeaseSpec {
         holder_identity: Some(s.identity.clone()),
@@ -101,7 +113,7 @@ pub async fn try_acquire(api: &Api<Lease>, s: &LeaderSettings) -> Result<Attempt
 }
 
 /// Waits until this candidate holds the Lease.
-pub async fn acquire(client: Client, s: &LeaderSettings) -> Result<(), Error> {
+pub async fn acquire(client: Client, s: &LeaderSettings) -> Result<(), LeaderError> {
     let api: Api<Lease> = Api::namespaced(client, &s.namespace);
     info!(lease = %s.name, identity = %s.identity, "waiting for leadership");
     loop {
@@ -119,7 +131,7 @@ pub async fn acquire(client: Client, s: &LeaderSettings) -> Result<(), Error> {
 
 /// Renews the Lease until renewal fails for longer than the lease duration; returns
 /// an error then (the caller must stop acting).
-pub async fn keep(client: Client, s: LeaderSettings) -> Error {
+pub async fn keep(client: Client, s: LeaderSettings) -> LeaderError {
     let api: Api<Lease> = Api::namespaced(client, &s.namespace);
     let mut last_ok = tokio::time::Instant::now();
     loop {
@@ -127,14 +139,14 @@ pub async fn keep(client: Client, s: LeaderSettings) -> Error {
         match try_acquire(&api, &s).await {
             Ok(Attempt::Held) => last_ok = tokio::time::Instant::now(),
             Ok(Attempt::Standby) => {
-                return Error::Leader("lost the lease to another candidate".into());
+                return LeaderError::Lost;
             }
             Err(e) => {
                 warn!(error = %e, "cannot renew the lease");
                 // Give up before the lease can expire, so that a successor never
                 // overlaps with us.
                 if last_ok.elapsed() + s.renew_every >= s.lease_duration {
-                    return Error::Leader(format!("cannot renew the lease: {e}"));
+                    return LeaderError::RenewFailed(e.to_string());
                 }
             }
         }

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::context::Context;
+use super::context::Context;
 
 /// The router of the health and metrics server.
 pub fn router(ctx: Context) -> Router {

@@ -1,0 +1,148 @@
+//! Server-side apply of owned objects, with an ownership check.
+//!
+//! Why the check: a forced server-side apply takes over every field it names, so
+//! applying `my-bot-config` over a ConfigMap someone else created would silently adopt
+//! and rewrite it. Before applying, the object (if it exists) must carry a controller
+//! owner reference to the resource we apply for; otherwise the apply is refused with
+//! [`ApplyError::NotOwned`], which controllers report as a condition and an Event.
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+/// Why an apply did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// An object with this name exists and is not controlled by the owner.
+    #[error(
+        "{kind} {name} exists and is not owned by this resource; refusing to take it over (delete or rename it)"
+    )]
+    NotOwned {
+        /// Kind of the object.
+        kind: String,
+        /// Name of the object.
+        name: String,
+    },
+    /// The apiserver refused the apply or could not be reached.
+    #[error("{kind} {name}: {source}")]
+    Kube {
+        /// Kind of the object.
+        kind: String,
+        /// Name of the object.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The object could not be serialised.
+    #[error("cannot serialise {kind}: {source}")]
+    Serde {
+        /// Kind of the object.
+        kind: String,
+        /// The serialisation error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl ApplyError {
+    /// Whether retrying can help (a refused or unowned object needs a spec or cluster
+    /// change; a timeout or conflict may pass on retry).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ApplyError::NotOwned { .. } | ApplyError::Serde { .. } => true,
+            ApplyError::Kube {
+                source: kube::Error::Api(e),
+                ..
+            } => matches!(e.code, 400 | 403 | 422),
+            ApplyError::Kube { .. } => false,
+        }
+    }
+}
+
+/// Whether `obj` is controlled by the owner with `owner_uid`.
+pub fn is_controlled_by<K: Resource>(obj: &K, owner_uid: &str) -> bool {
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.uid == owner_uid && r.controller == Some(true))
+}
+
+/// Applies `obj` with server-side apply under `field_manager` after checking that an
+/// existing object of the same name is controlled by `owner_uid`. Returns the stored
+/// object.
+pub async fn apply_owned<K>(
+    client: &Client,
+    field_manager: &str,
+    obj: &K,
+    owner_uid: &str,
+) -> Result<K, ApplyError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let kind = K::kind(&()).to_string();
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let ns = obj.meta().namespace.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    let kube_err = |source| ApplyError::Kube {
+        kind: kind.clone(),
+        name: name.clone(),
+        source,
+    };
+    if let Some(existing) = api.get_opt(&name).await.map_err(kube_err)?
+        && !is_controlled_by(&existing, owner_uid)
+    {
+        return Err(ApplyError::NotOwned { kind, name });
+    }
+    let mut value = serde_json::to_value(obj).map_err(|source| ApplyError::Serde {
+        kind: kind.clone(),
+        source,
+    })?;
+    value["apiVersion"] = json!(K::api_version(&()));
+    value["kind"] = json!(K::kind(&()));
+    let params = PatchParams::apply(field_manager).force();
+    api.patch(&name, &params, &Patch::Apply(&value))
+        .await
+        .map_err(kube_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::api::ObjectMeta;
+
+    fn cm(owner: Option<(&str, bool)>) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("x".into()),
+                owner_references: owner.map(|(uid, controller)| {
+                    vec![OwnerReference {
+                        uid: uid.into(),
+                        controller: Some(controller),
+                        ..OwnerReference::default()
+                    }]
+                }),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    #[test]
+    fn only_a_controller_reference_to_the_owner_counts() {
+        assert!(is_controlled_by(&cm(Some(("u1", true))), "u1"));
+        assert!(!is_controlled_by(&cm(Some(("u1", false))), "u1"));
+        assert!(!is_controlled_by(&cm(Some(("u2", true))), "u1"));
+        assert!(!is_controlled_by(&cm(None), "u1"));
+    }
+}

@@ -1,0 +1,15 @@
+//! Infrastructure every controller uses: the reconcile context, server-side apply with
+//! an ownership check, conditions, metrics, the health server and leader election.
+//!
+//! Why a separate layer: three controllers (TradingBot, BackupSchedule,
+//! MaintenanceWindow) share these pieces, and none of them may depend on another
+//! controller's internals. Nothing in here imports a controller module; adding a
+//! controller means adding a folder beside this one.
+
+pub mod apply;
+pub mod conditions;
+pub mod context;
+pub mod health;
+pub mod leader;
+pub mod metrics;
+pub mod quantity;
