@@ -5,6 +5,12 @@
 //! highest id in the database) so a crash between decision and write can never produce
 //! two open trades for one pair: the database has a unique index on open trades per pair
 //! and on restart the open positions are re-read from it.
+//!
+//! Open trades on pairs that are no longer configured (the bot restarted with a smaller
+//! pair list) are kept as *orphans*: no market data reaches them, so they are not traded,
+//! but they count as open positions, hold their stake out of the cash, and the emergency
+//! close-all closes them too (at their entry price, the only price known for them). An
+//! emergency stop must never report flat while the database still holds an open trade.
 
 use crate::broker::PaperBroker;
 use crate::config::{Config, RiskConfig, StrategyKind, StrategyParams};
@@ -22,6 +28,8 @@ pub enum ExitReason {
     ExitSignal,
     /// Emergency close-all.
     EmergencyCloseAll,
+    /// Emergency close-all of a position on a pair that is no longer configured.
+    EmergencyOrphan,
 }
 
 impl ExitReason {
@@ -32,6 +40,7 @@ impl ExitReason {
             ExitReason::TrailingStopLoss => "trailing_stop_loss",
             ExitReason::ExitSignal => "exit_signal",
             ExitReason::EmergencyCloseAll => "emergency_close_all",
+            ExitReason::EmergencyOrphan => "emergency_orphan",
         }
     }
 }
@@ -55,6 +64,15 @@ pub struct Position {
     pub fee_open: f64,
     /// Highest price seen since entry (trailing stop reference).
     pub max_rate: f64,
+}
+
+/// An open trade, restored from the database, on a pair that is no longer configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrphanPosition {
+    /// The pair, as stored.
+    pub pair: String,
+    /// The position (`pair_idx` is assigned by [`Engine::new`]).
+    pub position: Position,
 }
 
 /// A position that was just closed.
@@ -120,8 +138,10 @@ pub enum Decision {
 /// State restored from the database at start.
 #[derive(Debug, Clone, Default)]
 pub struct Restored {
-    /// Open positions.
+    /// Open positions on configured pairs.
     pub positions: Vec<Position>,
+    /// Open positions on pairs that are no longer configured.
+    pub orphans: Vec<OrphanPosition>,
     /// Sum of profit over closed trades.
     pub realized_pnl: f64,
     /// Highest trade id in use.
@@ -141,11 +161,16 @@ pub struct Restored {
 /// The engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
-    pairs: Vec<String>,
+    /// Configured pairs (indices `0..n_pairs`), then the pairs of orphans.
+    pair_names: Vec<String>,
+    n_pairs: usize,
     strategy_name: String,
     strategies: Vec<PairStrategy>,
     positions: Vec<Option<Position>>,
-    open_count: usize,
+    /// Open positions on configured pairs (what the risk manager limits).
+    managed_open: usize,
+    /// Open positions on pairs no longer configured; `pair_idx` ≥ `n_pairs`.
+    orphans: Vec<Position>,
     last_price: Vec<f64>,
     starting_balance: f64,
     cash: f64,
@@ -161,7 +186,8 @@ pub struct Engine {
 impl Engine {
     /// Build from a validated config and restored state.
     ///
-    /// Positions for pairs no longer configured are ignored (the runner reports them).
+    /// Positions for pairs no longer configured become orphans: not traded, counted in
+    /// [`Engine::open_count`] and closed by [`Engine::close_all`].
     pub fn new(
         cfg: &Config,
         kind: StrategyKind,
@@ -181,14 +207,25 @@ impl Engine {
                 positions[idx] = Some(p);
             }
         }
+        let mut pair_names = cfg.pairs.clone();
+        let mut orphans = Vec::with_capacity(restored.orphans.len());
+        for o in restored.orphans {
+            committed += o.position.stake + o.position.fee_open;
+            let mut p = o.position;
+            p.pair_idx = pair_names.len();
+            pair_names.push(o.pair);
+            orphans.push(p);
+        }
         let cash = cfg.starting_balance + restored.realized_pnl - committed;
-        let open_count = positions.iter().filter(|p| p.is_some()).count();
+        let managed_open = positions.iter().filter(|p| p.is_some()).count();
         let mut e = Engine {
-            pairs: cfg.pairs.clone(),
+            pair_names,
+            n_pairs: n,
             strategy_name: cfg.strategy.name.clone(),
             strategies: vec![PairStrategy::new(kind, params); n],
             positions,
-            open_count,
+            managed_open,
+            orphans,
             last_price,
             starting_balance: cfg.starting_balance,
             cash,
@@ -215,7 +252,19 @@ impl Engine {
 
     /// Configured pairs.
     pub fn pairs(&self) -> &[String] {
-        &self.pairs
+        &self.pair_names[..self.n_pairs]
+    }
+    /// Every pair a position may refer to: the configured pairs, then the orphans' pairs
+    /// (index with [`Position::pair_idx`]; pass this to the store and reports).
+    pub fn pair_names(&self) -> &[String] {
+        &self.pair_names
+    }
+    /// Name of the pair at `pair_idx` (`?` if out of range).
+    pub fn pair_name(&self, pair_idx: usize) -> &str {
+        self.pair_names
+            .get(pair_idx)
+            .map(String::as_str)
+            .unwrap_or("?")
     }
     /// Strategy name (as configured).
     pub fn strategy_name(&self) -> &str {
@@ -233,13 +282,21 @@ impl Engine {
     pub fn realized_pnl(&self) -> f64 {
         self.realized_pnl
     }
-    /// Open positions.
+    /// Open positions on configured pairs.
     pub fn positions(&self) -> impl Iterator<Item = &Position> {
         self.positions.iter().flatten()
     }
-    /// Number of open positions.
+    /// Open positions on pairs that are no longer configured.
+    pub fn orphans(&self) -> &[Position] {
+        &self.orphans
+    }
+    /// Number of open positions, orphans included.
     pub fn open_count(&self) -> usize {
-        self.open_count
+        self.managed_open + self.orphans.len()
+    }
+    /// Number of open positions on pairs that are no longer configured.
+    pub fn orphan_count(&self) -> usize {
+        self.orphans.len()
     }
     /// Last price seen for a pair (NaN before the first tick).
     pub fn last_price(&self, pair_idx: usize) -> f64 {
@@ -262,13 +319,16 @@ impl Engine {
         self.next_trade_id - 1
     }
 
-    /// Cash plus open positions marked at the last price.
+    /// Cash plus open positions marked at the last price (orphans at their entry price).
     #[inline]
     pub fn equity(&self) -> f64 {
         let mut eq = self.cash;
         for p in self.positions.iter().flatten() {
             let px = self.last_price[p.pair_idx];
             eq += p.amount * if px.is_nan() { p.open_rate } else { px };
+        }
+        for p in &self.orphans {
+            eq += p.amount * p.open_rate;
         }
         eq
     }
@@ -305,7 +365,7 @@ impl Engine {
     /// Replace the strategy (indicators restart their warm-up).
     pub fn set_strategy(&mut self, name: &str, kind: StrategyKind, params: StrategyParams) {
         self.strategy_name = name.to_string();
-        self.strategies = vec![PairStrategy::new(kind, params); self.pairs.len()];
+        self.strategies = vec![PairStrategy::new(kind, params); self.n_pairs];
     }
 
     /// Check drawdown / daily loss; halts and emits an event on a new breach.
@@ -327,7 +387,7 @@ impl Engine {
         ts_ms: i64,
         out: &mut Vec<EngineEvent>,
     ) -> Decision {
-        if pair_idx >= self.pairs.len() || !(price.is_finite() && price > 0.0) {
+        if pair_idx >= self.n_pairs || !(price.is_finite() && price > 0.0) {
             return Decision::Hold;
         }
         self.last_price[pair_idx] = price;
@@ -376,7 +436,7 @@ impl Engine {
         let stake =
             match self
                 .risk
-                .entry_stake(self.open_count, equity, self.cash, self.broker.fee_rate)
+                .entry_stake(self.managed_open, equity, self.cash, self.broker.fee_rate)
             {
                 Ok(s) => s,
                 Err(Denied::MaxPositions | Denied::StakeTooSmall) => return Decision::BlockedRisk,
@@ -396,7 +456,7 @@ impl Engine {
         let order_id = self.next_order_id;
         self.next_order_id += 1;
         self.cash -= fill.notional + fill.fee;
-        self.open_count += 1;
+        self.managed_open += 1;
         self.positions[pair_idx] = Some(position.clone());
         out.push(EngineEvent::Opened { position, order_id });
         Decision::Entered
@@ -413,11 +473,23 @@ impl Engine {
         let Some(position) = self.positions[pair_idx].take() else {
             return;
         };
+        self.managed_open -= 1;
+        self.settle(position, price, ts_ms, reason, out);
+    }
+
+    /// Sell a position that is no longer held at `price` and report it.
+    fn settle(
+        &mut self,
+        position: Position,
+        price: f64,
+        ts_ms: i64,
+        reason: ExitReason,
+        out: &mut Vec<EngineEvent>,
+    ) {
         let fill = self.broker.sell(price, position.amount);
         let profit_abs = fill.notional - fill.fee - position.stake - position.fee_open;
         self.cash += fill.notional - fill.fee;
         self.realized_pnl += profit_abs;
-        self.open_count -= 1;
         let order_id = self.next_order_id;
         self.next_order_id += 1;
         let profit_ratio = if position.stake > 0.0 {
@@ -439,7 +511,8 @@ impl Engine {
         });
     }
 
-    /// Emergency: halt, then close every position at the last known price.
+    /// Emergency: halt, then close every position at the last known price, orphans
+    /// included (at their entry price: no market data reaches their pairs).
     pub fn close_all(&mut self, reason: &str, ts_ms: i64, out: &mut Vec<EngineEvent>) {
         if let Some(ev) = self.halt(reason) {
             out.push(ev);
@@ -454,6 +527,10 @@ impl Engine {
                 };
                 self.close(i, px, ts_ms, ExitReason::EmergencyCloseAll, out);
             }
+        }
+        for p in std::mem::take(&mut self.orphans) {
+            let px = p.open_rate;
+            self.settle(p, px, ts_ms, ExitReason::EmergencyOrphan, out);
         }
     }
 }
@@ -593,6 +670,79 @@ mod tests {
         assert_eq!(e.open_count(), 1);
         assert!((e.cash() - (10_000.0 + 5.0 - 100.0)).abs() < 1e-9);
         assert_eq!(e.last_trade_id(), 7);
+    }
+
+    #[test]
+    fn orphans_count_hold_cash_and_are_closed_by_close_all() {
+        let c = cfg(); // pairs A/B, C/D
+        let pos = |id, open_rate| Position {
+            trade_id: id,
+            pair_idx: usize::MAX,
+            amount: 2.0,
+            stake: 2.0 * open_rate,
+            open_rate,
+            open_ms: 0,
+            fee_open: 0.0,
+            max_rate: open_rate,
+        };
+        let mut e = engine(
+            &c,
+            Restored {
+                orphans: vec![
+                    OrphanPosition {
+                        pair: "X/Y".into(),
+                        position: pos(3, 50.0),
+                    },
+                    OrphanPosition {
+                        pair: "Z/Y".into(),
+                        position: pos(4, 10.0),
+                    },
+                ],
+                max_trade_id: 4,
+                max_order_id: 4,
+                ..Restored::default()
+            },
+        );
+        assert_eq!((e.open_count(), e.orphan_count()), (2, 2));
+        assert_eq!(e.positions().count(), 0, "orphans are not traded");
+        assert_eq!(e.pairs().len(), 2);
+        assert_eq!(e.pair_name(e.orphans()[0].pair_idx), "X/Y");
+        assert!((e.cash() - (10_000.0 - 120.0)).abs() < 1e-9);
+        assert!((e.equity() - 10_000.0).abs() < 1e-9);
+        // orphans do not take a slot of maxPositions (1): a configured pair still enters
+        let mut out = vec![];
+        enter(&mut e, 0, &mut out);
+        assert_eq!(e.open_count(), 3);
+        out.clear();
+        e.close_all("emergency", 100, &mut out);
+        assert_eq!((e.open_count(), e.orphan_count()), (0, 0));
+        let closed: Vec<(i64, &str, ExitReason, f64)> = out
+            .iter()
+            .filter_map(|ev| match ev {
+                EngineEvent::Closed { trade, .. } => Some((
+                    trade.position.trade_id,
+                    e.pair_name(trade.position.pair_idx),
+                    trade.reason,
+                    trade.close_rate,
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(closed.len(), 3, "{out:?}");
+        assert_eq!(closed[0].2, ExitReason::EmergencyCloseAll);
+        assert_eq!(
+            &closed[1..],
+            &[
+                (3, "X/Y", ExitReason::EmergencyOrphan, 50.0),
+                (4, "Z/Y", ExitReason::EmergencyOrphan, 10.0)
+            ]
+        );
+        assert_eq!(ExitReason::EmergencyOrphan.as_str(), "emergency_orphan");
+        // zero costs: closing the orphans at entry leaves the balance where it was
+        assert!((e.realized_pnl() - (e.equity() - 10_000.0)).abs() < 1e-9);
+        out.clear();
+        e.close_all("emergency", 200, &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

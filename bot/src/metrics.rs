@@ -37,6 +37,11 @@ pub struct Metrics {
     pub halted: IntGauge,
     /// 1 when entries are paused.
     pub paused: IntGauge,
+    /// Failed engine iterations (database write failed, state lock poisoned).
+    pub iteration_failures_total: IntCounter,
+    /// Current streak of failed engine iterations (`/healthz` fails at
+    /// [`crate::runner::UNHEALTHY_AFTER_FAILED_ITERATIONS`]).
+    pub consecutive_failed_iterations: IntGauge,
 }
 
 /// Metric construction failed (only on programming errors such as duplicate names).
@@ -110,6 +115,14 @@ impl Metrics {
             )?,
             halted: IntGauge::new("iq720_bot_halted", "1 when new entries are halted")?,
             paused: IntGauge::new("iq720_bot_paused", "1 when new entries are paused")?,
+            iteration_failures_total: IntCounter::new(
+                "iq720_bot_engine_iteration_failures_total",
+                "Engine iterations that failed (database write error, poisoned lock)",
+            )?,
+            consecutive_failed_iterations: IntGauge::new(
+                "iq720_bot_engine_consecutive_failed_iterations",
+                "Current streak of failed engine iterations",
+            )?,
             registry,
         };
         let build = IntGaugeVec::new(
@@ -133,6 +146,8 @@ impl Metrics {
         r.register(Box::new(m.tick_to_decision.clone()))?;
         r.register(Box::new(m.halted.clone()))?;
         r.register(Box::new(m.paused.clone()))?;
+        r.register(Box::new(m.iteration_failures_total.clone()))?;
+        r.register(Box::new(m.consecutive_failed_iterations.clone()))?;
         for outcome in ["win", "loss"] {
             m.trades_total.with_label_values(&[outcome]);
         }
@@ -165,5 +180,7 @@ mod tests {
         assert!(text.contains("iq720_bot_market_data_failovers_total 1"));
         assert!(text.contains("iq720_bot_build_info{version=\""));
         assert!(text.contains("iq720_bot_trades_total{outcome=\"win\"} 0"));
+        assert!(text.contains("iq720_bot_engine_iteration_failures_total 0"));
+        assert!(text.contains("iq720_bot_engine_consecutive_failed_iterations 0"));
     }
 }

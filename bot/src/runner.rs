@@ -1,5 +1,10 @@
 //! The running bot: shared state, the engine loop thread, and the control operations
 //! the API calls (pause, resume, close-all, config patch, data source switch).
+//!
+//! The engine loop also keeps [`IterationHealth`]: a loop that still turns but fails at
+//! every step (its database writes keep failing, its state lock is poisoned) is as
+//! useless as a stuck one, and `/healthz` must say so, so the kubelet restarts the bot,
+//! which then reloads its state from the database.
 
 use crate::api::auth::TokenStore;
 use crate::config::{Config, ConfigError, HOT_RELOADABLE};
@@ -10,8 +15,8 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::store::{Store, StoreError};
 use serde::Serialize;
 use serde_json::{Value, json};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
@@ -53,6 +58,101 @@ pub enum ControlError {
     /// Data source switch refused (409).
     #[error(transparent)]
     Switch(#[from] SwitchError),
+}
+
+/// `/healthz` fails after this many consecutive failed engine iterations. At the
+/// default 10 ticks/s that is half a second of an engine that cannot write; iterations
+/// that had nothing to write do not count either way (see [`IterationHealth`]).
+pub const UNHEALTHY_AFTER_FAILED_ITERATIONS: u32 = 5;
+
+/// What a successful engine iteration did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IterationOutcome {
+    /// Something was written to the database (trades, halt, snapshot) and committed.
+    Wrote,
+    /// Nothing needed writing.
+    Idle,
+}
+
+/// Consecutive failed engine iterations, for `/healthz`.
+///
+/// A failure is an iteration that returned an error (a database write failed, the state
+/// lock is poisoned). A success that wrote to the database resets the count. An idle
+/// success (nothing to write) neither counts nor resets: it proves nothing about the
+/// database, and the engine writes only now and then (trades, snapshots), so letting
+/// idle iterations reset the count would hide a database that refuses every write.
+/// A write-free streak is bounded by the snapshot interval, which always writes.
+#[derive(Debug)]
+pub struct IterationHealth {
+    threshold: u32,
+    failures: AtomicU32,
+    last_error: Mutex<Option<String>>,
+}
+
+/// Why the engine is unhealthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unhealthy {
+    /// Consecutive failed iterations.
+    pub failures: u32,
+    /// The last iteration's error.
+    pub last_error: String,
+}
+
+impl IterationHealth {
+    /// A tracker that reports unhealthy after `threshold` (≥ 1) consecutive failures.
+    pub fn new(threshold: u32) -> Self {
+        IterationHealth {
+            threshold: threshold.max(1),
+            failures: AtomicU32::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// Record a successful iteration; returns the failure count it reset (0 if none).
+    pub fn success(&self, outcome: IterationOutcome) -> u32 {
+        match outcome {
+            IterationOutcome::Idle => 0,
+            IterationOutcome::Wrote => self.failures.swap(0, Ordering::Relaxed),
+        }
+    }
+
+    /// Record a failed iteration; returns the consecutive failure count.
+    pub fn failure(&self, error: &str) -> u32 {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
+        self.failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1)
+    }
+
+    /// Consecutive failed iterations so far.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// The last recorded error (kept after a reset, for diagnosis).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// `Some` once the threshold is reached.
+    pub fn unhealthy(&self) -> Option<Unhealthy> {
+        let failures = self.consecutive_failures();
+        (failures >= self.threshold).then(|| Unhealthy {
+            failures,
+            last_error: self.last_error().unwrap_or_default(),
+        })
+    }
+
+    /// The threshold.
+    pub fn threshold(&self) -> u32 {
+        self.threshold
+    }
 }
 
 /// Mutable state guarded by one lock so every control operation is atomic with
@@ -124,6 +224,8 @@ pub struct Bot {
     pub shutdown: AtomicBool,
     close_all_inflight: Mutex<Option<CloseAllRun>>,
     tick_interval: Duration,
+    /// Consecutive failed engine iterations (`/healthz`).
+    pub iteration_health: IterationHealth,
 }
 
 /// Wall clock in ms since the epoch.
@@ -134,12 +236,16 @@ pub fn wall_ms() -> i64 {
 impl Bot {
     /// Open the store, restore state and build the engine (the loop is started separately).
     pub fn new(config: Config, tokens: Arc<TokenStore>) -> Result<Arc<Self>, StartError> {
+        // First take the data directory (fails at once if another bot holds it), so
+        // nothing below can disturb the process that owns it.
+        let store = Store::open(&config.data_dir)?;
+        info!(lock = %store.lock_path().display(), "data directory locked for this process");
         // Leftovers of a backup interrupted by a crash.
         let _ = std::fs::remove_dir_all(config.data_dir.join(".backup-work"));
-        let store = Store::open(&config.data_dir)?;
-        let (restored, orphans) = store.load(&config.pairs)?;
-        for pair in &orphans {
-            warn!(target: "trading", pair = %pair, "open trade on a pair that is no longer configured; it is left untouched");
+        let restored = store.load(&config.pairs)?;
+        for o in &restored.orphans {
+            warn!(target: "trading", trade_id = o.position.trade_id, pair = %o.pair,
+                "open trade on a pair that is no longer configured: not traded, counted in openPositions, closed by emergency close-all");
         }
         let (kind, params) = config.strategy.resolve()?;
         let now = wall_ms();
@@ -176,6 +282,7 @@ impl Bot {
             shutdown: AtomicBool::new(false),
             close_all_inflight: Mutex::new(None),
             tick_interval,
+            iteration_health: IterationHealth::new(UNHEALTHY_AFTER_FAILED_ITERATIONS),
         });
         // Persist the merged pause flag so a later restart sees the same state.
         {
@@ -230,15 +337,33 @@ impl Bot {
             if snapshot {
                 last_snapshot = Instant::now();
             }
-            if let Err(e) = self.iteration(snapshot) {
-                error!(error = %e, "engine iteration failed");
+            match self.iteration(snapshot) {
+                Ok(outcome) => {
+                    let reset = self.iteration_health.success(outcome);
+                    if reset > 0 {
+                        info!(failed_iterations = reset, "engine iterations succeed again");
+                    }
+                }
+                Err(e) => {
+                    self.metrics.iteration_failures_total.inc();
+                    let n = self.iteration_health.failure(&e.to_string());
+                    // Log the start of a streak, the moment /healthz turns, then sparsely.
+                    if n == 1 || n == self.iteration_health.threshold() || n.is_multiple_of(1000) {
+                        error!(error = %e, consecutive_failures = n, "engine iteration failed");
+                    }
+                }
             }
+            self.metrics
+                .consecutive_failed_iterations
+                .set(i64::from(self.iteration_health.consecutive_failures()));
             self.heartbeat_ms.store(self.mono_ms(), Ordering::Relaxed);
         }
         info!("engine loop stopped");
     }
 
-    fn iteration(&self, snapshot: bool) -> Result<(), StoreError> {
+    /// One turn of the loop: poll ticks, decide, persist, maybe snapshot. A failed write
+    /// is returned as the error (after halting entries) so [`IterationHealth`] sees it.
+    fn iteration(&self, snapshot: bool) -> Result<IterationOutcome, StoreError> {
         let mono = self.mono_ms();
         let wall = wall_ms();
         let mut guard = self.lock()?;
@@ -261,20 +386,29 @@ impl Bot {
                 .observe(received.elapsed().as_secs_f64());
         }
         core.engine.check_risk(wall, &mut core.events);
+        let mut outcome = IterationOutcome::Idle;
+        let mut failed = None;
         if !core.events.is_empty() {
             let strategy = core.engine.strategy_name().to_string();
             match self
                 .store
-                .persist(&core.events, core.engine.pairs(), &strategy)
+                .persist(&core.events, core.engine.pair_names(), &strategy)
             {
-                Ok(()) => self.report_events(&core.events, core.engine.pairs()),
+                Ok(()) => {
+                    outcome = IterationOutcome::Wrote;
+                    self.report_events(&core.events, core.engine.pair_names());
+                }
                 Err(e) => {
                     error!(error = %e, "cannot persist trades; halting new entries");
                     core.engine.halt(&format!("database write failed: {e}"));
+                    failed = Some(e);
                 }
             }
         }
         self.update_gauges(core, mono);
+        if let Some(e) = failed {
+            return Err(e);
+        }
         if snapshot {
             let eq = core.engine.equity();
             self.store.snapshot(
@@ -284,6 +418,7 @@ impl Bot {
                 core.engine.open_count(),
                 core.engine.risk(),
             )?;
+            outcome = IterationOutcome::Wrote;
             info!(
                 target: "performance",
                 equity = eq,
@@ -293,7 +428,7 @@ impl Bot {
                 "equity snapshot"
             );
         }
-        Ok(())
+        Ok(outcome)
     }
 
     fn report_events(&self, events: &[EngineEvent], pairs: &[String]) {
@@ -301,7 +436,8 @@ impl Bot {
             match ev {
                 EngineEvent::Opened { position: p, .. } => {
                     self.metrics.trades_opened_total.inc();
-                    info!(target: "trading", trade_id = p.trade_id, pair = %pairs[p.pair_idx], amount = p.amount,
+                    let pair = pairs.get(p.pair_idx).map(String::as_str).unwrap_or("?");
+                    info!(target: "trading", trade_id = p.trade_id, pair = %pair, amount = p.amount,
                         open_rate = p.open_rate, stake = p.stake, "trade opened");
                 }
                 EngineEvent::Closed { trade: t, .. } => {
@@ -310,7 +446,11 @@ impl Bot {
                         .trades_total
                         .with_label_values(&[outcome])
                         .inc();
-                    info!(target: "trading", trade_id = t.position.trade_id, pair = %pairs[t.position.pair_idx],
+                    let pair = pairs
+                        .get(t.position.pair_idx)
+                        .map(String::as_str)
+                        .unwrap_or("?");
+                    info!(target: "trading", trade_id = t.position.trade_id, pair = %pair,
                         close_rate = t.close_rate, profit_abs = t.profit_abs, exit_reason = t.reason.as_str(), "trade closed");
                 }
                 EngineEvent::Halted { reason } => {
@@ -378,6 +518,8 @@ impl Bot {
             "halted": e.halted().is_some(),
             "haltReason": e.halted(),
             "openPositions": e.open_count(),
+            "orphanedPositions": e.orphan_count(),
+            "orphanedPairs": e.orphans().iter().map(|p| e.pair_name(p.pair_idx)).collect::<Vec<_>>(),
             "maxPositions": core.config.risk.max_positions,
             "equity": e.equity(),
             "cash": e.cash(),
@@ -434,19 +576,23 @@ impl Bot {
         Ok(Self::datasource_doc(&core, mono))
     }
 
-    /// Open positions with mark-to-market values.
+    /// Open positions with mark-to-market values; orphans (pairs no longer configured)
+    /// are marked at their entry price and flagged `orphaned`.
     pub fn positions(&self) -> Result<Value, ControlError> {
         let core = self.lock_ctl()?;
         let e = &core.engine;
         let list: Vec<Value> = e
             .positions()
-            .map(|p| {
+            .map(|p| (p, false))
+            .chain(e.orphans().iter().map(|p| (p, true)))
+            .map(|(p, orphaned)| {
                 let px = e.last_price(p.pair_idx);
                 let px = if px.is_finite() { px } else { p.open_rate };
                 let value = p.amount * px;
                 json!({
                     "tradeId": p.trade_id,
-                    "pair": e.pairs()[p.pair_idx],
+                    "pair": e.pair_name(p.pair_idx),
+                    "orphaned": orphaned,
                     "side": "long",
                     "amount": p.amount,
                     "stakeAmount": p.stake,
@@ -529,21 +675,21 @@ impl Bot {
         self.metrics.halted.set(1);
         // 2. cancel open orders
         let canceled_orders = self.store.cancel_open_orders(wall)?;
-        // 3. close every position (paper fills are immediate, so "wait for fills" is the
-        //    persistence below)
+        // 3. close every position, orphans (pairs no longer configured) included (paper
+        //    fills are immediate, so "wait for fills" is the persistence below)
         let already_flat = core.engine.open_count() == 0;
         let mut events = Vec::new();
         core.engine.close_all(reason, wall, &mut events);
         let strategy = core.engine.strategy_name().to_string();
         self.store
-            .persist(&events, core.engine.pairs(), &strategy)?;
-        self.report_events(&events, core.engine.pairs());
+            .persist(&events, core.engine.pair_names(), &strategy)?;
+        self.report_events(&events, core.engine.pair_names());
         let positions = events
             .iter()
             .filter_map(|ev| match ev {
                 EngineEvent::Closed { trade: t, .. } => Some(ClosedPosition {
                     trade_id: t.position.trade_id,
-                    pair: core.engine.pairs()[t.position.pair_idx].clone(),
+                    pair: core.engine.pair_name(t.position.pair_idx).to_string(),
                     amount: t.position.amount,
                     close_rate: t.close_rate,
                     profit_abs: t.profit_abs,
@@ -678,6 +824,33 @@ mod tests {
 
     fn cfg() -> Config {
         Config::from_yaml("pairs: [A/B]").unwrap()
+    }
+
+    #[test]
+    fn iteration_health_turns_after_consecutive_failures_and_a_write_resets_it() {
+        let h = IterationHealth::new(3);
+        assert!(h.unhealthy().is_none());
+        assert_eq!(h.failure("disk full"), 1);
+        assert_eq!(h.failure("disk full"), 2);
+        assert!(h.unhealthy().is_none());
+        // an idle iteration proves nothing about the database: no reset
+        assert_eq!(h.success(IterationOutcome::Idle), 0);
+        assert_eq!(h.failure("database is locked"), 3);
+        assert_eq!(
+            h.unhealthy(),
+            Some(Unhealthy {
+                failures: 3,
+                last_error: "database is locked".into()
+            })
+        );
+        assert_eq!(h.failure("database is locked"), 4);
+        // one successful write resets it
+        assert_eq!(h.success(IterationOutcome::Wrote), 4);
+        assert!(h.unhealthy().is_none());
+        assert_eq!(h.consecutive_failures(), 0);
+        assert_eq!(h.last_error().as_deref(), Some("database is locked"));
+        assert_eq!(IterationHealth::new(0).threshold(), 1);
+        assert_eq!(UNHEALTHY_AFTER_FAILED_ITERATIONS, 5);
     }
 
     #[test]

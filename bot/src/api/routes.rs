@@ -104,12 +104,42 @@ fn parse_time(field: &str, v: &str) -> Result<i64, ApiError> {
         })
 }
 
-/// `GET /healthz`: the process answers and the engine loop iterated recently.
+/// `GET /healthz`: the process answers, the engine loop iterated recently, and its
+/// iterations are not failing one after another (see [`crate::runner::IterationHealth`]).
 pub async fn healthz(State(bot): State<AppState>) -> Response {
     let age = bot.loop_age();
-    let ok = age <= bot.loop_timeout();
-    let body = json!({"status": if ok { "ok" } else { "engine loop stuck" }, "engineLoopAgeSeconds": age.as_secs_f64()});
-    let code = if ok {
+    let timeout = bot.loop_timeout();
+    let health = &bot.iteration_health;
+    let (status, reason) = if age > timeout {
+        (
+            "engine loop stuck",
+            Some(format!(
+                "the engine loop has not completed an iteration for {:.1}s (limit {:.1}s)",
+                age.as_secs_f64(),
+                timeout.as_secs_f64()
+            )),
+        )
+    } else if let Some(u) = health.unhealthy() {
+        (
+            "engine iterations failing",
+            Some(format!(
+                "{} consecutive engine iterations failed (limit {}); last error: {}",
+                u.failures,
+                health.threshold(),
+                u.last_error
+            )),
+        )
+    } else {
+        ("ok", None)
+    };
+    let body = json!({
+        "status": status,
+        "reason": reason,
+        "engineLoopAgeSeconds": age.as_secs_f64(),
+        "consecutiveFailedIterations": health.consecutive_failures(),
+        "lastIterationError": health.last_error(),
+    });
+    let code = if reason.is_none() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -1,8 +1,16 @@
 //! SQLite persistence (WAL mode): trades, orders, equity snapshots and bot state.
+//!
+//! One process owns a data directory: [`Store::open`] takes the exclusive
+//! [`lock::DataDirLock`] first, so a second bot on the same directory fails before it can
+//! trade. All writes go through one writer connection with `synchronous=FULL`, so a
+//! committed halt, pause or close-all result (and every trade) survives a power loss;
+//! API reads use separate connections, which WAL lets run beside the writer.
 
+pub mod lock;
 pub mod migrations;
 
-use crate::engine::{EngineEvent, Position, Restored};
+use crate::engine::{EngineEvent, OrphanPosition, Position, Restored};
+use lock::{DataDirLock, LockError};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -36,9 +44,19 @@ pub enum StoreError {
     /// A lock was poisoned by a panicking thread.
     #[error("database lock poisoned")]
     Poisoned,
+    /// Another process owns the data directory (or the lock could not be taken).
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
-/// Open a connection with the pragmas every connection needs.
+/// `PRAGMA synchronous` of the writer connection: `FULL` (2) syncs the WAL on every
+/// commit, so a committed write cannot be rolled back by a power loss. (`NORMAL`, the
+/// usual WAL choice, may lose the last commits.) The bot commits only on trades, flag
+/// changes and snapshots, so the extra fsync costs nothing measurable.
+pub const WRITER_SYNCHRONOUS: &str = "FULL";
+
+/// Open a connection with the pragmas every connection needs (readers keep
+/// `synchronous=NORMAL`: they never commit anything that matters).
 pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -142,22 +160,34 @@ fn trade_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TradeRow> {
 pub struct Store {
     path: PathBuf,
     writer: Mutex<Connection>,
+    // Declared last: dropped after the writer connection is closed.
+    lock: DataDirLock,
 }
 
 impl Store {
-    /// Open (creating the directory and schema as needed) `data_dir/trades.db`.
+    /// Take the data directory's exclusive lock, then open (creating the directory and
+    /// schema as needed) `data_dir/trades.db`. Fails with [`StoreError::Lock`] at once
+    /// when another process holds the directory.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
             path: data_dir.to_path_buf(),
             source,
         })?;
+        let lock = DataDirLock::acquire(data_dir)?;
         let path = data_dir.join(DB_FILE);
         let mut conn = open_connection(&path)?;
+        conn.pragma_update(None, "synchronous", WRITER_SYNCHRONOUS)?;
         migrations::migrate(&mut conn)?;
         Ok(Store {
             path,
             writer: Mutex::new(conn),
+            lock,
         })
+    }
+
+    /// Path of the data directory's lock file (held while this store is open).
+    pub fn lock_path(&self) -> &Path {
+        self.lock.path()
     }
 
     /// Path of the database file.
@@ -181,11 +211,10 @@ impl Store {
     }
 
     /// Load what the engine needs to resume. Open trades on pairs that are not in
-    /// `pairs` are returned in the second value.
-    pub fn load(&self, pairs: &[String]) -> Result<(Restored, Vec<String>), StoreError> {
+    /// `pairs` come back in [`Restored::orphans`].
+    pub fn load(&self, pairs: &[String]) -> Result<Restored, StoreError> {
         let conn = self.writer()?;
         let mut restored = Restored::default();
-        let mut orphans = Vec::new();
         {
             let mut st = conn.prepare(
                 "SELECT id, pair, amount, stake_amount, open_rate, open_date, fee_open, max_rate FROM trades WHERE is_open = 1",
@@ -204,18 +233,20 @@ impl Store {
             })?;
             for row in rows {
                 let (id, pair, amount, stake, open_rate, open_ms, fee_open, max_rate) = row?;
-                match pairs.iter().position(|p| *p == pair) {
-                    Some(pair_idx) => restored.positions.push(Position {
-                        trade_id: id,
-                        pair_idx,
-                        amount,
-                        stake,
-                        open_rate,
-                        open_ms,
-                        fee_open,
-                        max_rate: max_rate.unwrap_or(open_rate),
-                    }),
-                    None => orphans.push(pair),
+                let configured = pairs.iter().position(|p| *p == pair);
+                let position = Position {
+                    trade_id: id,
+                    pair_idx: configured.unwrap_or(usize::MAX),
+                    amount,
+                    stake,
+                    open_rate,
+                    open_ms,
+                    fee_open,
+                    max_rate: max_rate.unwrap_or(open_rate),
+                };
+                match configured {
+                    Some(_) => restored.positions.push(position),
+                    None => restored.orphans.push(OrphanPosition { pair, position }),
                 }
             }
         }
@@ -241,7 +272,7 @@ impl Store {
             let (d, e) = v.split_once(':')?;
             Some((d.parse().ok()?, e.parse().ok()?))
         });
-        Ok((restored, orphans))
+        Ok(restored)
     }
 
     /// Persist engine events in one transaction.
@@ -563,8 +594,8 @@ mod tests {
         .unwrap();
         drop(s);
         let s = Store::open(dir.path()).unwrap();
-        let (r, orphans) = s.load(&pairs).unwrap();
-        assert!(orphans.is_empty());
+        let r = s.load(&pairs).unwrap();
+        assert!(r.orphans.is_empty());
         assert_eq!(r.positions.len(), 1);
         assert_eq!(r.positions[0].pair_idx, 1);
         assert!((r.realized_pnl - 9.8).abs() < 1e-9);
@@ -573,15 +604,70 @@ mod tests {
         let stats = s.stats_since(&s.reader().unwrap(), 0).unwrap();
         assert_eq!((stats.trades, stats.wins, stats.losses), (1, 1, 0));
         // pairs no longer configured come back as orphans
-        let (_, orphans) = s.load(&["A/B".to_string()]).unwrap();
-        assert_eq!(orphans, vec!["C/D".to_string()]);
+        let orphans = s.load(&["A/B".to_string()]).unwrap().orphans;
+        assert_eq!(orphans.len(), 1);
+        assert_eq!(orphans[0].pair, "C/D");
+        assert_eq!(orphans[0].position.trade_id, 2);
         // prune: dry run keeps, real run deletes closed trade 1 and its orders
         assert_eq!(s.prune(5000, true).unwrap().len(), 3);
         assert_eq!(s.prune(5000, false).unwrap().len(), 3);
         assert!(s.prune(5000, false).unwrap().is_empty());
         assert_eq!(Store::all_trades(&s.reader().unwrap()).unwrap().len(), 1);
         s.save_flags(None, true).unwrap();
-        let (r, _) = s.load(&pairs).unwrap();
+        let r = s.load(&pairs).unwrap();
         assert!(r.halted.is_none() && r.paused);
+    }
+
+    fn synchronous(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn writer_commits_with_synchronous_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        // 2 = FULL (0 OFF, 1 NORMAL, 3 EXTRA)
+        assert_eq!(synchronous(&s.writer().unwrap()), 2);
+        // the halt flag and close-all results are written through the writer
+        s.save_flags(Some("emergency"), false).unwrap();
+        assert_eq!(synchronous(&s.writer().unwrap()), 2);
+        assert_eq!(s.cancel_open_orders(1).unwrap(), 0);
+        assert_eq!(synchronous(&s.writer().unwrap()), 2);
+        let mode: String = s
+            .writer()
+            .unwrap()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        // readers stay NORMAL and can read beside the writer
+        let reader = s.reader().unwrap();
+        assert_eq!(synchronous(&reader), 1);
+        assert_eq!(s.load(&[]).unwrap().halted.as_deref(), Some("emergency"));
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_dir_fails_naming_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap();
+        let err = match Store::open(dir.path()) {
+            Ok(_) => panic!("a second store opened the same data dir"),
+            Err(e) => e,
+        };
+        assert!(
+            matches!(err, StoreError::Lock(LockError::Held { .. })),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(lock::LOCK_FILE), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        // readers of the first store are not fenced out
+        assert!(first.trades(0, 10, false).unwrap().is_empty());
+        assert_eq!(first.lock_path(), dir.path().join(lock::LOCK_FILE));
+        drop(first);
+        Store::open(dir.path()).unwrap();
     }
 }
