@@ -148,7 +148,8 @@ pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
     }
 }
 
-fn free_port() -> u16 {
+/// A free local TCP port.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -195,18 +196,24 @@ pub struct Bot {
 impl Bot {
     /// Start a bot with fresh temp dirs.
     pub fn start(overrides: &str) -> Bot {
+        let mut b = Bot::unstarted();
+        b.launch(overrides);
+        b
+    }
+
+    /// Fresh temp dirs and a token, but no process yet (seed the data dir, then
+    /// [`Bot::launch`]).
+    pub fn unstarted() -> Bot {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         std::fs::create_dir_all(root.join("tokens")).unwrap();
         std::fs::write(root.join("tokens/token"), format!("{TOKEN}\n")).unwrap();
-        let mut b = Bot {
+        Bot {
             child: None,
             port: 0,
             root,
             _tmp: Some(tmp),
-        };
-        b.launch(overrides);
-        b
+        }
     }
 
     /// Path helpers.
