@@ -32,7 +32,9 @@ pub const DEFAULT_BOT_IMAGE: &str = "ghcr.io/iq720/iq720-bot";
     printcolumn = r#"{"name":"Positions","type":"integer","jsonPath":".status.openPositions"}"#,
     printcolumn = r#"{"name":"WinRate","type":"string","jsonPath":".status.winRate"}"#,
     printcolumn = r#"{"name":"PnL","type":"string","jsonPath":".status.pnl"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.size() <= 52").message("a TradingBot name must be at most 52 characters: it names the bot's StatefulSet, whose pod and revision labels add a suffix and must stay within 63"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("a TradingBot name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter and ending with a letter or digit): it names the bot's Service")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.mode != 'live' || has(self.exchange.credentialsSecretRef)").message("live mode requires spec.exchange.credentialsSecretRef: a live bot cannot trade without exchange API credentials").field_path(".exchange"))]

@@ -8,173 +8,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::bots::*;
 use common::{Operator, bot_api};
-use iq720_crds::TradingBot;
 use iq720_crds::trading_bot::TradingBotPhase;
-use iq720_tests::{Cluster, TestNamespace, apply_yaml, poll_until, wait_for_condition};
+use iq720_tests::{apply_yaml, poll_until, wait_for_condition};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use serde_json::{Value, json};
-
-const DEADLINE: Duration = Duration::from_secs(180);
-
-fn bot_yaml(name: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: trading.iq720.io/v1alpha1\nkind: TradingBot\nmetadata: {{name: {name}}}\nspec:\n  version: \"0.1.0\"\n  pairs: [BTC/USDT, ETH/USDT]\n  strategy:\n    name: rsi\n    params: {{rsiPeriod: 14, rsiBuy: 48, rsiSell: 95}}\n  marketData: {{staleAfter: 5s}}\n{extra}"
-    )
-}
-
-struct Env {
-    cluster: Cluster,
-    ns: TestNamespace,
-    kubeconfig: std::path::PathBuf,
-}
-
-async fn env() -> Env {
-    env_with(common::Rbac::Namespaced).await
-}
-
-async fn env_with(rbac: common::Rbac) -> Env {
-    let cluster = Cluster::shared().await.unwrap();
-    common::install_crds(&cluster).await;
-    // the bot binary the image map points at must be current
-    common::workspace_binary("iq720-bot", "iq720-bot");
-    let ns = TestNamespace::new(&cluster).await.unwrap();
-    let kubeconfig = common::operator_kubeconfig_with(&cluster, &ns, rbac).await;
-    Env {
-        cluster,
-        ns,
-        kubeconfig,
-    }
-}
-
-/// Deletes every TradingBot while the test's operator still runs (so its finalizer
-/// is handled), waits until they are gone, then deletes the namespace.
-async fn teardown(e: Env) {
-    let api = bots(&e);
-    api.delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await
-        .unwrap();
-    poll_until(
-        "TradingBots deleted",
-        DEADLINE,
-        Duration::from_millis(200),
-        || {
-            let api = api.clone();
-            async move {
-                api.list(&ListParams::default())
-                    .await
-                    .ok()?
-                    .items
-                    .is_empty()
-                    .then_some(())
-            }
-        },
-    )
-    .await
-    .unwrap();
-    let name = common::cluster_rbac_name(e.ns.name());
-    let dp = DeleteParams::default();
-    let roles: Api<ClusterRole> = Api::all(e.cluster.client.clone());
-    let bindings: Api<ClusterRoleBinding> = Api::all(e.cluster.client.clone());
-    let _ = roles.delete(&name, &dp).await;
-    let _ = bindings.delete(&name, &dp).await;
-    e.ns.delete().await.unwrap();
-}
-
-fn bots(e: &Env) -> Api<TradingBot> {
-    Api::namespaced(e.cluster.client.clone(), e.ns.name())
-}
-
-async fn wait_bot(
-    e: &Env,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&TradingBot) -> bool + Send + 'static,
-    op: &Operator,
-) -> TradingBot {
-    match wait_for_condition(
-        &bots(e),
-        name,
-        move |b: Option<&TradingBot>| b.is_some_and(&pred),
-        DEADLINE,
-    )
-    .await
-    {
-        Ok(b) => b,
-        Err(err) => {
-            let now = bots(e).get_opt(name).await.ok().flatten();
-            panic!(
-                "{what}: {err}\nstatus: {:#?}\noperator log tail:\n{}",
-                now.and_then(|b| b.status),
-                op.log_text()
-                    .lines()
-                    .rev()
-                    .take(40)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-        }
-    }
-}
-
-fn phase(b: &TradingBot) -> Option<TradingBotPhase> {
-    b.status.as_ref().and_then(|s| s.phase)
-}
-
-fn condition(b: &TradingBot, type_: &str) -> Option<String> {
-    b.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.status.clone())
-}
-
-async fn merge_patch(e: &Env, name: &str, spec: Value) {
-    bots(e)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": spec })),
-        )
-        .await
-        .unwrap();
-}
-
-async fn bot_pod(e: &Env, name: &str) -> Option<Pod> {
-    Api::<Pod>::namespaced(e.cluster.client.clone(), e.ns.name())
-        .get_opt(&format!("{name}-0"))
-        .await
-        .unwrap()
-}
-
-async fn bot_addr_token(e: &Env, name: &str) -> (String, String) {
-    let pod = bot_pod(e, name).await.expect("bot pod");
-    let ip = pod.status.unwrap().pod_ip.unwrap();
-    let secret = Api::<Secret>::namespaced(e.cluster.client.clone(), e.ns.name())
-        .get(&format!("{name}-api-token"))
-        .await
-        .unwrap();
-    let token = String::from_utf8(secret.data.unwrap()["token"].0.clone()).unwrap();
-    (format!("{ip}:8080"), token)
-}
-
-async fn events(e: &Env, name: &str) -> Vec<String> {
-    let api: Api<Event> = Api::namespaced(e.cluster.client.clone(), e.ns.name());
-    api.list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|ev| ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .filter_map(|ev| ev.reason)
-        .collect()
-}
+use kube::api::{DeleteParams, ListParams};
+use serde_json::json;
 
 #[tokio::test]
 async fn bot_lifecycle_pause_reload_emergency_stop_and_delete() {
@@ -337,14 +179,7 @@ async fn bot_lifecycle_pause_reload_emergency_stop_and_delete() {
     let open_before = with_positions.status.unwrap().open_positions.unwrap();
     let t0 = Instant::now();
     merge_patch(&e, "alpha", json!({"emergencyStop": true})).await;
-    let stopped = wait_bot(
-        &e,
-        "alpha",
-        "EmergencyStopped",
-        |b| phase(b) == Some(TradingBotPhase::EmergencyStopped),
-        &op,
-    )
-    .await;
+    let stopped = wait_bot(&e, "alpha", "EmergencyStopped", stop_completed, &op).await;
     let flat_latency = t0.elapsed();
     let es = stopped.status.clone().unwrap().emergency_stop.unwrap();
     assert!(
@@ -705,14 +540,7 @@ async fn emergency_stop_of_an_unreachable_bot_still_scales_to_zero() {
     )
     .await;
     merge_patch(&e, "ghost", json!({"emergencyStop": true})).await;
-    let b = wait_bot(
-        &e,
-        "ghost",
-        "EmergencyStopped",
-        |b| phase(b) == Some(TradingBotPhase::EmergencyStopped),
-        &op,
-    )
-    .await;
+    let b = wait_bot(&e, "ghost", "EmergencyStopped", stop_completed, &op).await;
     let st = b.status.clone().unwrap();
     assert!(
         st.emergency_stop.unwrap().positions_may_remain,

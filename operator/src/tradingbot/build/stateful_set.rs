@@ -186,7 +186,7 @@ pub fn build(owner: &Owner, bot: &TradingBot, config_checksum: &str, replicas: i
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".to_string()]),
+            access_modes: Some(vec!["ReadWriteOncePod".to_string()]),
             storage_class_name: spec.storage.storage_class_name.clone(),
             resources: Some(VolumeResourceRequirements {
                 requests: Some(BTreeMap::from([(

@@ -1,0 +1,536 @@
+//! Safety properties of the TradingBot controller on the real local cluster with the
+//! real bot binary: an emergency stop runs whatever else is wrong with the spec and a
+//! confirmed stop stays confirmed; an immutable storage change never wedges a bot; the
+//! operator never takes over objects it does not own; every bad spec the apiserver
+//! accepts ends in an `InvalidSpec` condition that says what to fix.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::Operator;
+use common::bots::*;
+use iq720_crds::TradingBot;
+use iq720_crds::trading_bot::TradingBotPhase;
+use iq720_tests::{apply_yaml, poll_until, wait_for_condition};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+fn condition_of(b: &TradingBot, type_: &str) -> Option<(String, String, String)> {
+    b.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn replicas_zero(e: &Env, name: &str) {
+    let sets: Api<StatefulSet> = Api::namespaced(e.cluster.client.clone(), e.ns.name());
+    wait_for_condition(
+        &sets,
+        name,
+        |s: Option<&StatefulSet>| {
+            s.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas) == Some(0)
+        },
+        DEADLINE,
+    )
+    .await
+    .unwrap();
+}
+
+async fn bot_reports(e: &Env, name: &str, what: &str, pred: fn(&Value) -> bool) {
+    let (addr, token) = bot_addr_token(e, name).await;
+    poll_until(what, DEADLINE, Duration::from_millis(200), || {
+        let (addr, token) = (addr.clone(), token.clone());
+        async move {
+            let (_, s) = common::bot_api(&addr, &token, "GET", "/api/v1/status", "").await;
+            pred(&s).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// Item 1 and 5 of the core issue: a typo in the spec must not skip the emergency
+/// stop, pause must still reach the bot, an `Invalid` phase must not hide the stop, and
+/// reconciles after the pod is gone must not downgrade a confirmed flat result.
+#[tokio::test]
+async fn emergency_stop_and_pause_run_on_an_invalid_spec_and_stay_confirmed() {
+    let e = env().await;
+    let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-safe-1", &[]).await;
+    apply_yaml(&e.cluster.client, Some(e.ns.name()), &bot_yaml("typo", ""))
+        .await
+        .unwrap();
+    wait_bot(
+        &e,
+        "typo",
+        "Running",
+        |b| phase(b) == Some(TradingBotPhase::Running),
+        &op,
+    )
+    .await;
+    merge_patch(
+        &e,
+        "typo",
+        json!({"strategy": {"params": {"rsiPeriodd": 3}}}),
+    )
+    .await;
+    wait_bot(
+        &e,
+        "typo",
+        "InvalidSpec",
+        |b| condition(b, "InvalidSpec").as_deref() == Some("True"),
+        &op,
+    )
+    .await;
+    // pause still reaches the running bot
+    merge_patch(&e, "typo", json!({"paused": true})).await;
+    bot_reports(&e, "typo", "the bot is paused despite the typo", |s| {
+        s["paused"] == true
+    })
+    .await;
+    // the emergency stop runs
+    merge_patch(&e, "typo", json!({"emergencyStop": true})).await;
+    let b = wait_bot(&e, "typo", "emergency stop completed", stop_completed, &op).await;
+    let st = b.status.clone().unwrap();
+    let es = st.emergency_stop.clone().unwrap();
+    assert!(!es.positions_may_remain, "the bot was reachable: {es:?}");
+    assert_eq!(phase(&b), Some(TradingBotPhase::EmergencyStopped));
+    assert_eq!(condition(&b, "InvalidSpec").as_deref(), Some("True"));
+    let (_, reason, _) = condition_of(&b, "EmergencyStopped").unwrap();
+    assert_eq!(reason, "Completed");
+    replicas_zero(&e, "typo").await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(e.cluster.client.clone(), e.ns.name());
+    poll_until("bot pod gone", DEADLINE, Duration::from_millis(200), || {
+        let pods = pods.clone();
+        async move { pods.get_opt("typo-0").await.ok()?.is_none().then_some(()) }
+    })
+    .await
+    .unwrap();
+    // More reconciles with the pod gone (metadata changes trigger them) must keep the
+    // confirmed result.
+    let r0 = op.metric("iq720_operator_reconciliations_total").await;
+    for i in 0..3 {
+        bots(&e)
+            .patch(
+                "typo",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"test/poke": i.to_string()}}})),
+            )
+            .await
+            .unwrap();
+    }
+    poll_until(
+        "three more reconciles",
+        DEADLINE,
+        Duration::from_millis(100),
+        || {
+            let op = &op;
+            async move {
+                (op.metric("iq720_operator_reconciliations_total").await >= r0 + 3.0).then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let b = bots(&e).get("typo").await.unwrap();
+    let (_, reason, message) = condition_of(&b, "EmergencyStopped").unwrap();
+    assert_eq!(reason, "Completed", "{message}");
+    assert!(
+        !b.status
+            .unwrap()
+            .emergency_stop
+            .unwrap()
+            .positions_may_remain
+    );
+    let reasons = events(&e, "typo").await;
+    assert!(
+        !reasons.iter().any(|r| r == "PositionsMayRemainOpen"),
+        "a confirmed stop must never raise a false alarm: {reasons:?}"
+    );
+    teardown(e).await;
+}
+
+/// Item 2: a storage change the volume cannot take is reported, and pause and the
+/// emergency stop keep working.
+#[tokio::test]
+async fn storage_change_never_wedges_the_bot() {
+    let e = env().await;
+    let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-safe-2", &[]).await;
+    apply_yaml(&e.cluster.client, Some(e.ns.name()), &bot_yaml("disk", ""))
+        .await
+        .unwrap();
+    wait_bot(
+        &e,
+        "disk",
+        "Running",
+        |b| phase(b) == Some(TradingBotPhase::Running),
+        &op,
+    )
+    .await;
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(e.cluster.client.clone(), e.ns.name())
+        .get("data-disk-0")
+        .await
+        .unwrap();
+    assert_eq!(
+        pvc.spec.unwrap().access_modes.unwrap(),
+        vec!["ReadWriteOncePod".to_string()],
+        "the database volume is fenced to one pod"
+    );
+    // The local StorageClass does not allow expansion: the change is refused clearly.
+    merge_patch(&e, "disk", json!({"storage": {"size": "2Gi"}})).await;
+    let b = wait_bot(
+        &e,
+        "disk",
+        "StorageInSync False",
+        |b| condition(b, "StorageInSync").as_deref() == Some("False"),
+        &op,
+    )
+    .await;
+    let (_, reason, message) = condition_of(&b, "StorageInSync").unwrap();
+    assert_eq!(reason, "ChangeRefused");
+    assert!(message.contains("2Gi"), "{message}");
+    assert_eq!(
+        condition(&b, "ResourcesApplied").as_deref(),
+        Some("True"),
+        "every other object is still applied"
+    );
+    // pause still works
+    merge_patch(&e, "disk", json!({"paused": true})).await;
+    wait_bot(
+        &e,
+        "disk",
+        "Paused",
+        |b| condition(b, "Paused").as_deref() == Some("True"),
+        &op,
+    )
+    .await;
+    // a shrink is refused too
+    merge_patch(&e, "disk", json!({"storage": {"size": "512Mi"}})).await;
+    wait_bot(
+        &e,
+        "disk",
+        "shrink refused",
+        |b| {
+            condition_of(b, "StorageInSync")
+                .is_some_and(|(s, _, m)| s == "False" && m.contains("cannot shrink"))
+        },
+        &op,
+    )
+    .await;
+    // and the emergency stop still ends with trading halted
+    merge_patch(&e, "disk", json!({"emergencyStop": true})).await;
+    let b = wait_bot(&e, "disk", "emergency stop completed", stop_completed, &op).await;
+    assert!(
+        !b.status
+            .unwrap()
+            .emergency_stop
+            .unwrap()
+            .positions_may_remain
+    );
+    replicas_zero(&e, "disk").await;
+    assert!(
+        events(&e, "disk")
+            .await
+            .iter()
+            .any(|r| r == "StorageChangeRefused")
+    );
+    teardown(e).await;
+}
+
+/// Item 8: objects with the bot's names that the bot does not own are never adopted.
+#[tokio::test]
+async fn foreign_objects_are_never_taken_over() {
+    let e = env().await;
+    let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-safe-3", &[]).await;
+    let client = e.cluster.client.clone();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), e.ns.name());
+    let foreign: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "thief-config"},
+        "data": {"owner": "someone else"}
+    }))
+    .unwrap();
+    cms.create(&PostParams::default(), &foreign).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), e.ns.name());
+    let foreign_secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "squatter-api-token"},
+        "stringData": {"token": "not-the-operators"}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &foreign_secret)
+        .await
+        .unwrap();
+    apply_yaml(&client, Some(e.ns.name()), &bot_yaml("thief", ""))
+        .await
+        .unwrap();
+    apply_yaml(&client, Some(e.ns.name()), &bot_yaml("squatter", ""))
+        .await
+        .unwrap();
+    let b = wait_bot(
+        &e,
+        "thief",
+        "ResourcesApplied False",
+        |b| condition(b, "ResourcesApplied").as_deref() == Some("False"),
+        &op,
+    )
+    .await;
+    let (_, _, message) = condition_of(&b, "ResourcesApplied").unwrap();
+    assert!(
+        message.contains("ConfigMap thief-config") && message.contains("not owned"),
+        "{message}"
+    );
+    let cm = cms.get("thief-config").await.unwrap();
+    assert_eq!(cm.data.unwrap()["owner"], "someone else");
+    assert!(cm.metadata.owner_references.is_none_or(|o| o.is_empty()));
+    assert!(events(&e, "thief").await.iter().any(|r| r == "ApplyFailed"));
+    let b = wait_bot(
+        &e,
+        "squatter",
+        "ResourcesApplied False",
+        |b| condition(b, "ResourcesApplied").as_deref() == Some("False"),
+        &op,
+    )
+    .await;
+    let (_, _, message) = condition_of(&b, "ResourcesApplied").unwrap();
+    assert!(message.contains("squatter-api-token"), "{message}");
+    let s = secrets.get("squatter-api-token").await.unwrap();
+    assert!(s.metadata.owner_references.is_none_or(|o| o.is_empty()));
+    teardown(e).await;
+}
+
+/// One bad spec: a merge patch over a valid bot (or a bad name), and the words the
+/// admission error or the `InvalidSpec` message must contain.
+struct Case {
+    name: &'static str,
+    patch: Value,
+    expect: &'static [&'static str],
+}
+
+fn case(name: &'static str, patch: Value, expect: &'static [&'static str]) -> Case {
+    Case {
+        name,
+        patch,
+        expect,
+    }
+}
+
+fn merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+fn corpus() -> Vec<Case> {
+    let long = "a-very-long-trading-bot-name-that-cannot-name-a-pod-x";
+    vec![
+        // names (admission)
+        case(long, json!({}), &["at most 52 characters"]),
+        case("dotted.name", json!({}), &["DNS-1035"]),
+        case("9lives", json!({}), &["DNS-1035"]),
+        case("Upper", json!({}), &["RFC 1123", "DNS-1035"]),
+        // schema and CEL (admission)
+        case("c-latest", json!({"version": "latest"}), &["latest"]),
+        case(
+            "c-version-space",
+            json!({"version": "1 0"}),
+            &["version must be"],
+        ),
+        case("c-no-pairs", json!({"pairs": []}), &["at least one market"]),
+        case(
+            "c-dup-pairs",
+            json!({"pairs": ["BTC/USDT", "BTC/USDT"]}),
+            &["twice"],
+        ),
+        case(
+            "c-lower-pair",
+            json!({"pairs": ["btc/usdt"]}),
+            &["BASE/QUOTE"],
+        ),
+        case(
+            "c-maxpos-0",
+            json!({"risk": {"maxPositions": 0}}),
+            &["maxPositions"],
+        ),
+        case(
+            "c-size-0",
+            json!({"risk": {"maxPositionSize": 0}}),
+            &["maxPositionSize"],
+        ),
+        case(
+            "c-risk-0",
+            json!({"risk": {"positionRiskPercent": 0}}),
+            &["positionRiskPercent"],
+        ),
+        case(
+            "c-dd-150",
+            json!({"risk": {"maxDrawdownPercent": 150}}),
+            &["maxDrawdownPercent"],
+        ),
+        case(
+            "c-daily-neg",
+            json!({"risk": {"dailyLossLimitPercent": -1}}),
+            &["dailyLossLimitPercent"],
+        ),
+        case(
+            "c-stop-100",
+            json!({"risk": {"stopLoss": {"percent": 100}}}),
+            &["stopLoss"],
+        ),
+        case(
+            "c-live-nocreds",
+            json!({"mode": "live", "exchange": {"name": "binance"}}),
+            &["credentialsSecretRef"],
+        ),
+        case(
+            "c-live-paper",
+            json!({"mode": "live", "exchange": {"name": "paper", "credentialsSecretRef": {"name": "k"}}}),
+            &["real exchange"],
+        ),
+        case(
+            "c-mode-demo",
+            json!({"mode": "demo"}),
+            &["Unsupported value", "mode"],
+        ),
+        case(
+            "c-stale-words",
+            json!({"marketData": {"staleAfter": "5 minutes"}}),
+            &["duration"],
+        ),
+        case(
+            "c-compress-days",
+            json!({"logs": {"compressAfter": "7days"}}),
+            &["duration"],
+        ),
+        case(
+            "c-exch-noendpoint",
+            json!({"marketData": {"primary": {"type": "exchange"}}}),
+            &["endpoint"],
+        ),
+        case(
+            "c-csv-nopath",
+            json!({"marketData": {"primary": {"type": "csvReplay"}}}),
+            &["path"],
+        ),
+        // cross-field and bot rules (operator: InvalidSpec)
+        case(
+            "c-param-typo",
+            json!({"strategy": {"params": {"rsiPeriodd": 3}}}),
+            &["rsiPeriodd"],
+        ),
+        case(
+            "c-logs-order",
+            json!({"logs": {"compressAfter": "30d", "deleteAfter": "7d"}}),
+            &["whole days"],
+        ),
+        case(
+            "c-macd-order",
+            json!({"strategy": {"params": {"macdFast": 30, "macdSlow": 10}}}),
+            &["macdFast"],
+        ),
+        case(
+            "c-rsi-order",
+            json!({"strategy": {"params": {"rsiBuy": 80, "rsiSell": 20}}}),
+            &["rsiBuy"],
+        ),
+        case(
+            "c-cpu-typo",
+            json!({"resources": {"limits": {"cpu": "two"}}}),
+            &["quantity", "cpu"],
+        ),
+        case(
+            "c-storage-typo",
+            json!({"storage": {"size": "1Gb"}}),
+            &["spec.storage.size"],
+        ),
+        case(
+            "c-req-gt-limit",
+            json!({"resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}}),
+            &["must not exceed"],
+        ),
+        case(
+            "c-same-backup",
+            json!({"marketData": {"primary": {"type": "simulator", "seed": 1}, "backup": {"type": "simulator", "seed": 1}}}),
+            &["must differ"],
+        ),
+        case(
+            "c-live-mode",
+            json!({"mode": "live", "exchange": {"name": "binance", "credentialsSecretRef": {"name": "k"}}}),
+            &["not supported by this release"],
+        ),
+        case(
+            "c-exch-feed",
+            json!({"marketData": {"primary": {"type": "exchange", "endpoint": "wss://x"}}}),
+            &["exchange is not supported"],
+        ),
+        case(
+            "c-stale-tiny",
+            json!({"marketData": {"staleAfter": "500ms"}}),
+            &["at least 1s"],
+        ),
+        case(
+            "c-rotation-0",
+            json!({"apiKeys": {"rotationInterval": "0s"}}),
+            &["longer than zero"],
+        ),
+    ]
+}
+
+/// Item 12: at least 30 bad specs, each rejected at admission with a message that
+/// names the problem, or accepted and reported as `InvalidSpec` with such a message
+/// (never a crash-looping pod, a silent `Starting` or a reconcile error without status).
+#[tokio::test]
+async fn every_bad_spec_is_rejected_at_admission_or_reported() {
+    let e = env().await;
+    let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-corpus", &[]).await;
+    let cases = corpus();
+    assert!(cases.len() >= 30, "the corpus must hold at least 30 specs");
+    let base: Value = serde_yaml::from_str(&bot_yaml("base", "")).unwrap();
+    let mut accepted = Vec::new();
+    for c in &cases {
+        let mut obj = base.clone();
+        obj["metadata"]["name"] = json!(c.name);
+        merge(&mut obj["spec"], &c.patch);
+        let text = serde_json::to_string(&obj).unwrap();
+        match apply_yaml(&e.cluster.client, Some(e.ns.name()), &text).await {
+            Err(err) => {
+                let msg = err.to_string();
+                assert!(
+                    c.expect.iter().any(|w| msg.contains(w)),
+                    "{}: rejected with a message that does not say why: {msg}",
+                    c.name
+                );
+            }
+            Ok(_) => accepted.push(c),
+        }
+    }
+    for c in accepted {
+        let b = wait_bot(
+            &e,
+            c.name,
+            &format!("{} reported InvalidSpec", c.name),
+            |b| condition(b, "InvalidSpec").as_deref() == Some("True"),
+            &op,
+        )
+        .await;
+        let (_, _, message) = condition_of(&b, "InvalidSpec").unwrap();
+        assert!(
+            c.expect.iter().any(|w| message.contains(w)),
+            "{}: InvalidSpec message does not say what to fix: {message}",
+            c.name
+        );
+        assert_eq!(phase(&b), Some(TradingBotPhase::Invalid), "{}", c.name);
+    }
+    teardown(e).await;
+}
