@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controllers.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as one YAML stream, or write them to a directory.
     Crd {
         /// Write one `<name>.yaml` file per CRD into this directory instead of printing.
@@ -32,7 +32,22 @@ pub enum Command {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s).map_err(|e| e.to_string())
+    iq720_contract::duration::parse(s).map_err(|e| e.to_string())
+}
+
+/// A namespace name (DNS-1123 label).
+fn parse_namespace(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a namespace name (DNS-1123 label)"))
+    }
 }
 
 /// Flags of `iq720-operator run`.
@@ -59,12 +74,30 @@ pub struct RunArgs {
     /// Identity of this replica in the election (defaults to the pod name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// How long the Lease stays valid without renewal.
+    /// How long a standby waits, after it last saw the Lease change, before it takes over.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+    /// How long the leader keeps acting without a successful renewal; it stops (exits)
+    /// after that. Must be shorter than --lease-duration (default: two thirds of it).
+    #[arg(long, value_parser = parse_duration)]
+    pub lease_renew_deadline: Option<Duration>,
     /// How often the leader renews the Lease (and a standby retries).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub lease_renew_every: Duration,
+    /// Namespace the operator's pods run in; bots' NetworkPolicies admit the operator
+    /// (pods labelled `trading.iq720.io/operator: "true"`) only from this namespace.
+    /// Unset: from any namespace.
+    #[arg(long, env = "POD_NAMESPACE", value_parser = parse_namespace)]
+    pub operator_namespace: Option<String>,
+    /// Comma-separated namespaces whose pods labelled
+    /// `trading.iq720.io/metrics-scraper: "true"` may scrape bot metrics (default: none).
+    #[arg(
+        long,
+        env = "IQ720_METRICS_SCRAPER_NAMESPACES",
+        value_delimiter = ',',
+        value_parser = parse_namespace
+    )]
+    pub metrics_scraper_namespaces: Vec<String>,
     /// How often each bot is polled for status.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub bot_poll_interval: Duration,
@@ -107,7 +140,7 @@ pub fn execute(cli: Cli) -> Result<(), CliError> {
                 .map_err(|e| {
                     ManagerError::Runtime(format!("cannot start the async runtime: {e}"))
                 })?;
-            runtime.block_on(manager::run(args))?;
+            runtime.block_on(manager::run(*args))?;
             Ok(())
         }
     }
@@ -124,4 +157,39 @@ fn write_crds(dir: &std::path::Path) -> Result<(), CliError> {
         std::fs::write(&path, yaml).map_err(|source| CliError::Write { path, source })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let mut argv = vec!["iq720-operator", "run"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run(a) => Ok(*a),
+            Command::Crd { .. } => unreachable!("parsed `run`"),
+        }
+    }
+
+    #[test]
+    fn network_policy_and_lease_flags() {
+        let a = run_args(&[
+            "--operator-namespace",
+            "iq720-system",
+            "--metrics-scraper-namespaces",
+            "monitoring,obs",
+            "--lease-duration",
+            "4s",
+            "--lease-renew-deadline",
+            "3s",
+        ])
+        .unwrap();
+        assert_eq!(a.operator_namespace.as_deref(), Some("iq720-system"));
+        assert_eq!(a.metrics_scraper_namespaces, vec!["monitoring", "obs"]);
+        assert_eq!(a.lease_renew_deadline, Some(Duration::from_secs(3)));
+        assert!(run_args(&["--metrics-scraper-namespaces", "Not_A_Namespace"]).is_err());
+        assert!(run_args(&["--operator-namespace", "-x"]).is_err());
+    }
 }

@@ -1,14 +1,21 @@
 //! Starts everything a running operator needs: the Kubernetes client, the health and
 //! metrics server, leader election and every controller.
+//!
+//! Order of a leader's life: acquire the Lease → mark leading → run the controllers
+//! while a separate task renews. If renewal fails, the controllers are dropped at once
+//! and the process exits with an error (Kubernetes restarts it as a standby). On
+//! SIGTERM the controllers finish their in-flight reconciles, then the Lease is
+//! released so the next replica takes over within one retry period. The HTTP server
+//! runs throughout, so a standby is Ready (see [`crate::shared::health`]).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use tracing::{error, info};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
 
 use crate::cli::RunArgs;
-use crate::shared::context::{Context, Settings};
-use crate::shared::leader::{self, LeaderError, LeaderSettings};
+use crate::shared::context::{BotIngress, Context, Settings};
+use crate::shared::leader::{Elector, Fence, KubeLeases, LeaderError, LeaderSettings};
 use crate::shared::metrics::Metrics;
 
 /// Why the operator process stopped.
@@ -32,9 +39,8 @@ fn default_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// `iq720-operator run`: health server, optional leader election, controllers.
-pub async fn run(args: RunArgs) -> Result<(), ManagerError> {
-    let client = match &args.kubeconfig {
+async fn client(args: &RunArgs) -> Result<kube::Client, ManagerError> {
+    Ok(match &args.kubeconfig {
         None => kube::Client::try_default().await?,
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| {
@@ -47,22 +53,70 @@ pub async fn run(args: RunArgs) -> Result<(), ManagerError> {
                 })?;
             kube::Client::try_from(config)?
         }
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
     };
+    tokio::select! {
+        () = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn leader_settings(args: &RunArgs, identity: String) -> LeaderSettings {
+    LeaderSettings {
+        name: args.lease_name.clone(),
+        namespace: args.lease_namespace.clone(),
+        identity,
+        lease_duration: args.lease_duration,
+        renew_deadline: args
+            .lease_renew_deadline
+            .unwrap_or_else(|| LeaderSettings::default_renew_deadline(args.lease_duration)),
+        retry_period: args.lease_renew_every,
+    }
+}
+
+/// `iq720-operator run`: health server, optional leader election, controllers.
+pub async fn run(args: RunArgs) -> Result<(), ManagerError> {
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let leader = if args.leader_election {
+        let s = leader_settings(&args, identity.clone());
+        s.validate()?;
+        Some(s)
+    } else {
+        None
+    };
+    let client = client(&args).await?;
     let metrics = Metrics::new().map_err(|e| ManagerError::Runtime(format!("metrics: {e}")))?;
     let settings = Settings {
         bot_poll_interval: args.bot_poll_interval,
         close_all_deadline: args.close_all_deadline,
+        bot_ingress: BotIngress {
+            operator_namespace: args.operator_namespace.clone(),
+            metrics_scraper_namespaces: args.metrics_scraper_namespaces.clone(),
+        },
         ..Settings::default()
     };
-    let identity = args.identity.clone().unwrap_or_else(default_identity);
-    let ctx = Context::new(client.clone(), metrics, settings, Some(identity.clone()));
+    let ctx = Context::new(client.clone(), metrics, settings, Some(identity));
 
     let listener = tokio::net::TcpListener::bind(args.metrics_address)
         .await
         .map_err(|e| {
             ManagerError::Runtime(format!("cannot listen on {}: {e}", args.metrics_address))
         })?;
-    info!(address = %args.metrics_address, "serving /metrics, /healthz and /readyz");
+    info!(address = %args.metrics_address, "serving /metrics, /healthz, /readyz and /leader");
     let app = crate::shared::health::router(ctx.clone());
     let server = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -70,43 +124,76 @@ pub async fn run(args: RunArgs) -> Result<(), ManagerError> {
         }
     });
 
-    let lost_leadership = if args.leader_election {
-        let settings = LeaderSettings {
-            name: args.lease_name.clone(),
-            namespace: args.lease_namespace.clone(),
-            identity,
-            lease_duration: args.lease_duration,
-            renew_every: args.lease_renew_every,
-        };
-        tokio::select! {
-            res = leader::acquire(client.clone(), &settings) => res?,
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        }
-        Some(tokio::spawn(leader::keep(client.clone(), settings)))
-    } else {
-        None
-    };
-
-    ctx.ready.store(true, Ordering::Relaxed);
-    info!(namespace = ?args.namespace, "starting the TradingBot controller");
-    let controller = crate::tradingbot::run(Arc::new(ctx.clone()), args.namespace.clone());
-    let outcome = match lost_leadership {
-        Some(keeper) => tokio::select! {
-            _ = controller => Ok(()),
-            lost = keeper => match lost {
-                Ok(err) => Err(err.into()),
-                Err(join) => Err(ManagerError::Runtime(format!("lease keeper failed: {join}"))),
-            },
-        },
+    let outcome = match leader {
         None => {
-            controller.await;
+            ctx.set_leading(true);
+            run_controllers(&ctx, &args).await;
+            ctx.set_leading(false);
             Ok(())
         }
+        Some(settings) => lead(&ctx, &args, client, settings).await,
     };
-    ctx.ready.store(false, Ordering::Relaxed);
     server.abort();
     if let Err(e) = &outcome {
         error!(error = %e, "stopping: no longer the leader");
     }
     outcome
+}
+
+async fn run_controllers(ctx: &Context, args: &RunArgs) {
+    info!(namespace = ?args.namespace, "starting the TradingBot controller");
+    crate::tradingbot::run(Arc::new(ctx.clone()), args.namespace.clone()).await;
+}
+
+/// Waits for the Lease, runs the controllers while it is held, releases it on a clean
+/// shutdown.
+async fn lead(
+    ctx: &Context,
+    args: &RunArgs,
+    client: kube::Client,
+    settings: LeaderSettings,
+) -> Result<(), ManagerError> {
+    // If the runtime is too stuck to give up leadership in time, the OS thread does.
+    let fence = Fence::start(|| {
+        eprintln!("iq720-operator: leader renew deadline passed without a renewal; exiting");
+        std::process::exit(3);
+    })
+    .map_err(|e| ManagerError::Runtime(format!("cannot start the leader fence: {e}")))?;
+    let store = KubeLeases::new(client, &settings.namespace, &settings.name);
+    let mut elector = Elector::new(store, settings)?.with_fence(fence);
+    let since = tokio::select! {
+        since = elector.acquire() => since,
+        () = shutdown_signal() => return Ok(()),
+    };
+    ctx.set_leading(true);
+    let (stop, stopped) = oneshot::channel();
+    let mut keeper = tokio::spawn(async move {
+        let held = elector.hold(since, stopped).await;
+        (elector, held)
+    });
+    tokio::select! {
+        // The controllers ended (SIGTERM: in-flight reconciles finished): hand over.
+        () = run_controllers(ctx, args) => {
+            ctx.set_leading(false);
+            let _ = stop.send(());
+            let (mut elector, _) = keeper
+                .await
+                .map_err(|e| ManagerError::Runtime(format!("lease keeper failed: {e}")))?;
+            match elector.release().await {
+                Ok(true) => info!("released the lease"),
+                Ok(false) => info!("the lease was no longer ours; nothing to release"),
+                Err(e) => warn!(error = %e, "cannot release the lease; a standby takes over when it expires"),
+            }
+            Ok(())
+        }
+        // Renewal failed: the controllers future is dropped here, before this returns.
+        kept = &mut keeper => {
+            ctx.set_leading(false);
+            match kept {
+                Ok((_, Err(e))) => Err(e.into()),
+                Ok((_, Ok(()))) => Err(ManagerError::Runtime("lease keeper stopped".into())),
+                Err(e) => Err(ManagerError::Runtime(format!("lease keeper failed: {e}"))),
+            }
+        }
+    }
 }

@@ -14,6 +14,20 @@ use tracing::warn;
 use super::metrics::Metrics;
 use crate::botlink::client::BotApi;
 
+/// Who may open connections to a bot's API port, as rendered into each bot's
+/// NetworkPolicy. It comes from the operator's flags, which the Helm chart sets, so the
+/// chart (not a resource name that `nameOverride` can change) decides who is admitted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BotIngress {
+    /// Namespace the operator's pods run in; the operator is admitted only from there.
+    /// `None` (the operator runs outside a pod) admits the operator's pod label from
+    /// any namespace.
+    pub operator_namespace: Option<String>,
+    /// Namespaces whose pods labelled `trading.iq720.io/metrics-scraper: "true"` may
+    /// scrape bot metrics. Empty: no scraper is admitted.
+    pub metrics_scraper_namespaces: Vec<String>,
+}
+
 /// Tunables of the controllers.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -23,6 +37,8 @@ pub struct Settings {
     pub close_all_deadline: Duration,
     /// Timeout of an ordinary bot API call.
     pub bot_api_timeout: Duration,
+    /// Who the bots' NetworkPolicies admit.
+    pub bot_ingress: BotIngress,
 }
 
 impl Default for Settings {
@@ -31,6 +47,7 @@ impl Default for Settings {
             bot_poll_interval: Duration::from_secs(10),
             close_all_deadline: Duration::from_secs(10),
             bot_api_timeout: Duration::from_secs(3),
+            bot_ingress: BotIngress::default(),
         }
     }
 }
@@ -48,8 +65,10 @@ pub struct Context {
     pub bots: BotApi,
     /// Tunables.
     pub settings: Settings,
-    /// Set once the controller runs (leadership held); drives /readyz.
-    pub ready: Arc<AtomicBool>,
+    /// Whether this replica runs the controllers (holds the leader Lease, or leader
+    /// election is off). Drives `/leader` and the `iq720_operator_leader` gauge, never
+    /// `/readyz`: a standby must be ready, or a one-replica rolling update never ends.
+    leading: Arc<AtomicBool>,
     /// Last known phase of every bot, for the bots-by-phase gauge.
     phases: Arc<Mutex<BTreeMap<(String, String), String>>>,
 }
@@ -72,7 +91,7 @@ impl Context {
             client,
             metrics,
             settings,
-            ready: Arc::new(AtomicBool::new(false)),
+            leading: Arc::new(AtomicBool::new(false)),
             phases: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
@@ -100,9 +119,15 @@ impl Context {
         }
     }
 
-    /// Whether the controller is running.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+    /// Whether this replica runs the controllers.
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
+    /// Records whether this replica runs the controllers (flag and gauge together).
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, Ordering::SeqCst);
+        self.metrics.leader.set(i64::from(leading));
     }
 
     /// Publishes an Event on `obj`; a failure to publish is logged, never fatal.

@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Observes the duration of one reconcile when dropped (on every return path).
@@ -39,6 +39,8 @@ pub struct Metrics {
     pub status_writes: IntCounterVec,
     /// Hot configuration reloads applied through the bot API.
     pub hot_reloads: IntCounterVec,
+    /// 1 while this replica runs the controllers (holds the leader Lease), else 0.
+    pub leader: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -108,6 +110,10 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let leader = IntGauge::new(
+            "iq720_operator_leader",
+            "1 while this replica runs the controllers (holds the leader Lease), else 0",
+        )?;
         registry.register(Box::new(reconciliations.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
@@ -116,6 +122,7 @@ impl Metrics {
         registry.register(Box::new(emergency_stop_duration.clone()))?;
         registry.register(Box::new(status_writes.clone()))?;
         registry.register(Box::new(hot_reloads.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
         Ok(Self {
             registry,
             reconciliations,
@@ -126,6 +133,7 @@ impl Metrics {
             emergency_stop_duration,
             status_writes,
             hot_reloads,
+            leader,
         })
     }
 

@@ -109,7 +109,7 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner) -> Result<Action> {
     };
 
     // build, apply
-    let mut desired = build::desired(bot, 1)?;
+    let mut desired = build::desired(bot, 1, &ctx.settings.bot_ingress)?;
     let outcome = apply::apply_all(ctx, owner, &mut desired).await;
     if outcome.all_applied() {
         set_condition(

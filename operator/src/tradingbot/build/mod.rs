@@ -78,14 +78,19 @@ pub struct DesiredObjects {
     pub stateful_set: k8s_openapi::api::apps::v1::StatefulSet,
 }
 
-/// Builds every desired object of a bot.
-pub fn desired(bot: &TradingBot, replicas: i32) -> Result<DesiredObjects, BuildError> {
+/// Builds every desired object of a bot; `ingress` says whom its NetworkPolicy admits
+/// (the operator's settings).
+pub fn desired(
+    bot: &TradingBot,
+    replicas: i32,
+    ingress: &crate::shared::context::BotIngress,
+) -> Result<DesiredObjects, BuildError> {
     let owner = Owner::of(bot)?;
     let config = bot_config::render(bot, &owner.namespace, &owner.name);
     Ok(DesiredObjects {
         config_map: config_map::build(&owner, &config)?,
         service: service::build(&owner),
-        network_policy: network_policy::build(&owner),
+        network_policy: network_policy::build(&owner, ingress),
         stateful_set: stateful_set::build(&owner, bot, &config.restart_checksum, replicas),
         config,
     })
@@ -109,7 +114,7 @@ mod tests {
     #[test]
     fn every_object_is_owned_and_labelled() {
         let bot = stored_bot(json!({"version": "0.1.0", "pairs": ["BTC/USDT"]}));
-        let d = desired(&bot, 1).unwrap();
+        let d = desired(&bot, 1, &Default::default()).unwrap();
         let metas = [
             &d.config_map.metadata,
             &d.service.metadata,
@@ -129,7 +134,7 @@ mod tests {
     #[test]
     fn stateful_set_runs_one_pod_with_restricted_security() {
         let bot = stored_bot(json!({"version": "0.2.0", "pairs": ["BTC/USDT"]}));
-        let sts = desired(&bot, 1).unwrap().stateful_set;
+        let sts = desired(&bot, 1, &Default::default()).unwrap().stateful_set;
         let spec = sts.spec.unwrap();
         assert_eq!(spec.replicas, Some(1));
         assert_eq!(spec.pod_management_policy.as_deref(), Some("OrderedReady"));
@@ -151,7 +156,7 @@ mod tests {
     #[test]
     fn emergency_stop_builds_zero_replicas() {
         let bot = stored_bot(json!({"version": "0.1.0", "pairs": ["BTC/USDT"]}));
-        let sts = desired(&bot, 0).unwrap().stateful_set;
+        let sts = desired(&bot, 0, &Default::default()).unwrap().stateful_set;
         assert_eq!(sts.spec.unwrap().replicas, Some(0));
     }
 
@@ -161,7 +166,7 @@ mod tests {
             json!({"version": "0.1.0", "pairs": ["BTC/USDT"], "mode": "live",
             "exchange": {"name": "binance", "credentialsSecretRef": {"name": "keys"}}}),
         );
-        let d = desired(&bot, 1).unwrap();
+        let d = desired(&bot, 1, &Default::default()).unwrap();
         let pod = d.stateful_set.spec.unwrap().template.spec.unwrap();
         let vol = pod
             .volumes
@@ -185,7 +190,7 @@ mod tests {
         let mut bot = TradingBot::new("x", spec);
         bot.metadata.namespace = Some("n".into());
         assert!(matches!(
-            desired(&bot, 1),
+            desired(&bot, 1, &Default::default()),
             Err(BuildError::MissingMetadata("uid"))
         ));
     }
