@@ -18,8 +18,39 @@ for values in "" "$CHART/ci/single-namespace-values.yaml" "$CHART/ci/no-leader-e
   echo "rendered $name: $(grep -c '^kind:' "$OUT/$name.yaml") objects"
 done
 
+# Renderings with other values (no lint run): NAME --set ...
+render() {
+  local name=$1
+  shift
+  "$HELM" template iq720 "$CHART" --kube-version "$KUBE_VERSION" --namespace iq720-system "$@" > "$OUT/$name.yaml"
+}
+render name-override --set nameOverride=bots-operator
+render fullname-override --set fullnameOverride=ops --set replicaCount=2
+render scrapers --set 'networkPolicy.metricsScraperNamespaces={monitoring,observability}'
+render recreate --set updateStrategy.type=Recreate
+
 expect() { grep -q -- "$2" "$OUT/$1.yaml" || { echo "chart-test: $1 lacks: $2" >&2; exit 1; }; }
 refute() { if grep -q -- "$2" "$OUT/$1.yaml"; then echo "chart-test: $1 must not contain: $2" >&2; exit 1; fi; }
+# docs_of NAME KIND: the documents of one kind in a rendering.
+docs_of() { awk -v kind="$2" '/^---/ {k = ""} /^kind: / {k = $2} k == kind' "$OUT/$1.yaml"; }
+# verbs_of NAME KIND RESOURCE: the verbs of each rule of KIND that names RESOURCE.
+verbs_of() {
+  docs_of "$1" "$2" | awk -v res="\"$3\"" '
+    /resources:/ && index($0, res) {want = 1; next}
+    want && /verbs:/ {sub(/^ *verbs: */, ""); print; want = 0}'
+}
+# rule_is NAME KIND RESOURCE VERBS: exactly one rule of KIND names RESOURCE, with VERBS.
+rule_is() {
+  local got
+  got="$(verbs_of "$1" "$2" "$3")"
+  [[ $got == "$4" ]] || { echo "chart-test: $1 $2 $3 verbs are '${got//$'\n'/ | }', want '$4'" >&2; exit 1; }
+}
+# no_verb NAME KIND RESOURCE VERB: no rule of KIND grants VERB on RESOURCE.
+no_verb() {
+  if verbs_of "$1" "$2" "$3" | grep -qF "\"$4\""; then
+    echo "chart-test: $1 $2 must not grant $4 on $3" >&2; exit 1
+  fi
+}
 expect default "kind: ClusterRole"
 expect default "readOnlyRootFilesystem: true"
 expect default "runAsNonRoot: true"
@@ -37,6 +68,43 @@ refute no-leader-election-values "kind: ServiceAccount"
 refute no-leader-election-values "- --leader-election"
 refute no-leader-election-values "kind: ClusterRole"
 
+# Least privilege (README "RBAC"): Secrets are never listed, watched or deleted, at
+# cluster scope (default) or namespace scope; nothing is deleted; PVCs are only read and
+# expanded.
+for case in "default ClusterRole" "single-namespace-values Role"; do
+  read -r name kind <<<"$case"
+  rule_is "$name" "$kind" secrets '["get", "create", "update"]'
+  rule_is "$name" "$kind" persistentvolumeclaims '["get", "patch"]'
+  rule_is "$name" "$kind" pods '["get"]'
+  for verb in list watch delete deletecollection patch '*'; do no_verb "$name" "$kind" secrets "$verb"; done
+  if docs_of "$name" "$kind" | grep -q '"delete"'; then
+    echo "chart-test: $name $kind grants delete; the operator deletes nothing" >&2; exit 1
+  fi
+done
+# The bots' NetworkPolicy admits the operator by this pod label; it must not depend on
+# the chart's name.
+for name in default name-override fullname-override single-namespace-values no-leader-election-values; do
+  expect "$name" 'trading.iq720.io/operator: "true"'
+  expect "$name" "fieldPath: metadata.namespace"
+done
+expect name-override "app.kubernetes.io/name: bots-operator"
+refute name-override "app.kubernetes.io/name: iq720-operator"
+# Metrics scrapers: only from the namespaces the chart names.
+expect scrapers "- --metrics-scraper-namespaces=monitoring,observability"
+refute default "--metrics-scraper-namespaces"
+# Readiness is "reaches the apiserver", never leadership; upgrades surge one standby pod.
+for name in default fullname-override; do
+  expect "$name" "path: /readyz"
+  refute "$name" "path: /leader"
+  expect "$name" "type: RollingUpdate"
+  expect "$name" "maxSurge: 1"
+  expect "$name" "maxUnavailable: 0"
+done
+expect fullname-override "replicas: 2"
+expect recreate "type: Recreate"
+refute recreate "rollingUpdate:"
+expect default "- --lease-renew-deadline=10s"
+
 # Values the chart must refuse.
 if "$HELM" template iq720 "$CHART" --kube-version "$KUBE_VERSION" --set replicaCount=2 --set leaderElection.enabled=false >/dev/null 2>&1; then
   echo "chart-test: replicaCount=2 without leader election must be refused" >&2; exit 1
@@ -44,4 +112,10 @@ fi
 if "$HELM" template iq720 "$CHART" --kube-version "$KUBE_VERSION" --set image.pullPolicy=Sometimes >/dev/null 2>&1; then
   echo "chart-test: values.schema.json must refuse image.pullPolicy=Sometimes" >&2; exit 1
 fi
+for bad in 'networkPolicy.metricsScraperNamespaces={Not_A_Namespace}' updateStrategy.type=Sometimes \
+  leaderElection.renewDeadline=soon; do
+  if "$HELM" template iq720 "$CHART" --kube-version "$KUBE_VERSION" --set "$bad" >/dev/null 2>&1; then
+    echo "chart-test: values.schema.json must refuse $bad" >&2; exit 1
+  fi
+done
 echo "chart-test: ok"

@@ -41,7 +41,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* Rules for the objects the operator manages; shared by the ClusterRole and the namespaced Role. */}}
+{{/*
+Rules for the objects the operator manages; shared by the ClusterRole and the namespaced
+Role. Least privilege: each verb is one the operator calls (see README "RBAC"). Nothing
+is deleted by the operator (owned objects go by garbage collection through their owner
+references), so there is no delete verb; Secrets are never listed or watched.
+*/}}
 {{- define "iq720-operator.managedRules" -}}
 - apiGroups: ["trading.iq720.io"]
   resources: ["tradingbots", "backupschedules", "maintenancewindows"]
@@ -52,21 +57,32 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["trading.iq720.io"]
   resources: ["tradingbots/finalizers", "backupschedules/finalizers", "maintenancewindows/finalizers"]
   verbs: ["update"]
+# Watched (owned objects trigger reconciles) and server-side applied.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
-  resources: ["services", "configmaps", "secrets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Server-side applied, read before for the ownership check; not watched.
 - apiGroups: [""]
-  resources: ["persistentvolumeclaims"]
-  verbs: ["get", "list", "watch", "delete"]
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  resources: ["services"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "create", "patch"]
+# The bots' API token Secrets: read, created once, rewritten when emptied by hand.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "update"]
+# The bots' database claims: read and expanded in place when spec.storage.size grows.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "patch"]
+# The bot pod: its IP, readiness and termination state.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
