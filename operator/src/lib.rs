@@ -9,7 +9,6 @@
 
 pub mod botlink;
 pub mod cli;
-pub mod duration;
 pub mod manager;
 pub mod shared;
 pub mod tradingbot;

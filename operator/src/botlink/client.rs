@@ -1,5 +1,11 @@
 //! HTTP client for a bot's control API (`/api/v1/*`, bearer token).
 //!
+//! Answers are decoded into the contract's types ([`iq720_contract::api`]), the same
+//! types the bot's tests decode its real answers into, so a field the operator relies
+//! on cannot silently go missing: a bot that stops sending it is a
+//! [`BotApiError::Decode`], never a default of zero. Errors are told apart by variant
+//! and HTTP status or the bot's error code, never by message text.
+//!
 //! The token is held in memory only and never logged or put in an error message.
 
 use std::time::Duration;
@@ -9,6 +15,12 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
+use iq720_contract::api::{
+    CloseAllResponse, ConfigResponse, ErrorResponse, PauseResponse, PerformanceResponse,
+    ResumeResponse, StatusResponse,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Failure talking to a bot.
@@ -24,6 +36,9 @@ pub enum BotApiError {
         status: u16,
         /// Request path.
         path: String,
+        /// Machine-readable code from the bot's JSON error body (e.g.
+        /// `invalid_config`), empty when the body had none.
+        code: String,
         /// Error message from the bot's JSON error body.
         message: String,
     },
@@ -35,9 +50,18 @@ pub enum BotApiError {
         /// Whether the bot reports itself halted.
         halted: bool,
     },
-    /// The bot's answer was not the JSON expected.
+    /// The bot's answer was not the JSON expected: not JSON, or not the contract's
+    /// type for that endpoint (a missing or mistyped field).
     #[error("bot sent an invalid answer to {path}: {message}")]
     Decode {
+        /// Request path.
+        path: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The request body could not be encoded as JSON.
+    #[error("cannot encode the request to {path}: {message}")]
+    Encode {
         /// Request path.
         path: String,
         /// What was wrong.
@@ -99,9 +123,28 @@ impl BotApi {
         body: Option<&Value>,
         timeout: Option<Duration>,
     ) -> Result<Value, BotApiError> {
+        self.request(endpoint, method, path, body, timeout).await
+    }
+
+    /// Sends one request with an optional JSON body and decodes the answer as `T`.
+    async fn request<B, T>(
+        &self,
+        endpoint: &BotEndpoint,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Option<Duration>,
+    ) -> Result<T, BotApiError>
+    where
+        B: Serialize + ?Sized,
+        T: DeserializeOwned,
+    {
         let uri = format!("{}{}", endpoint.base, path);
         let payload = match body {
-            Some(v) => Bytes::from(v.to_string()),
+            Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| BotApiError::Encode {
+                path: path.to_string(),
+                message: e.to_string(),
+            })?),
             None => Bytes::new(),
         };
         let request = Request::builder()
@@ -122,66 +165,63 @@ impl BotApi {
             .map_err(|_| BotApiError::Unreachable(format!("{path} body timed out")))?
             .map_err(|e| BotApiError::Unreachable(format!("{path} body: {e}")))?
             .to_bytes();
-        let json: Value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).map_err(|e| BotApiError::Decode {
-                path: path.to_string(),
-                message: e.to_string(),
-            })?
-        };
         if status != StatusCode::OK {
-            let message = json
-                .pointer("/error/message")
-                .and_then(Value::as_str)
-                .unwrap_or("no message")
-                .to_string();
+            let (code, message) = match serde_json::from_slice::<ErrorResponse>(&bytes) {
+                Ok(e) => (e.error.code, e.error.message),
+                Err(_) => (String::new(), "no message".to_string()),
+            };
             return Err(BotApiError::Status {
                 status: status.as_u16(),
                 path: path.to_string(),
+                code,
                 message,
             });
         }
-        Ok(json)
+        let text: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(text).map_err(|e| BotApiError::Decode {
+            path: path.to_string(),
+            message: e.to_string(),
+        })
     }
 
     /// `GET /api/v1/status`.
-    pub async fn status(&self, ep: &BotEndpoint) -> Result<Value, BotApiError> {
-        self.call(ep, Method::GET, "/api/v1/status", None, None)
+    pub async fn status(&self, ep: &BotEndpoint) -> Result<StatusResponse, BotApiError> {
+        self.request::<Value, _>(ep, Method::GET, "/api/v1/status", None, None)
             .await
     }
 
     /// `GET /api/v1/performance`.
-    pub async fn performance(&self, ep: &BotEndpoint) -> Result<Value, BotApiError> {
-        self.call(ep, Method::GET, "/api/v1/performance", None, None)
+    pub async fn performance(&self, ep: &BotEndpoint) -> Result<PerformanceResponse, BotApiError> {
+        self.request::<Value, _>(ep, Method::GET, "/api/v1/performance", None, None)
             .await
     }
 
-    /// `GET /api/v1/config`.
-    pub async fn config(&self, ep: &BotEndpoint) -> Result<Value, BotApiError> {
-        self.call(ep, Method::GET, "/api/v1/config", None, None)
+    /// `GET /api/v1/config` (the hot-reloadable part of the bot's configuration).
+    pub async fn config(&self, ep: &BotEndpoint) -> Result<ConfigResponse, BotApiError> {
+        self.request::<Value, _>(ep, Method::GET, "/api/v1/config", None, None)
             .await
     }
 
-    /// `PATCH /api/v1/config` with a JSON merge patch of hot-reloadable fields.
-    pub async fn patch_config(
+    /// `PATCH /api/v1/config` with a JSON merge patch of hot-reloadable fields (an
+    /// [`iq720_contract::api::ConfigPatch`] or its JSON form).
+    pub async fn patch_config<P: Serialize + ?Sized>(
         &self,
         ep: &BotEndpoint,
-        patch: &Value,
-    ) -> Result<Value, BotApiError> {
-        self.call(ep, Method::PATCH, "/api/v1/config", Some(patch), None)
+        patch: &P,
+    ) -> Result<ConfigResponse, BotApiError> {
+        self.request(ep, Method::PATCH, "/api/v1/config", Some(patch), None)
             .await
     }
 
     /// `POST /api/v1/trading/pause`.
-    pub async fn pause(&self, ep: &BotEndpoint) -> Result<Value, BotApiError> {
-        self.call(ep, Method::POST, "/api/v1/trading/pause", None, None)
+    pub async fn pause(&self, ep: &BotEndpoint) -> Result<PauseResponse, BotApiError> {
+        self.request::<Value, _>(ep, Method::POST, "/api/v1/trading/pause", None, None)
             .await
     }
 
     /// `POST /api/v1/trading/resume` (clears a pause and a halt).
-    pub async fn resume(&self, ep: &BotEndpoint) -> Result<Value, BotApiError> {
-        self.call(ep, Method::POST, "/api/v1/trading/resume", None, None)
+    pub async fn resume(&self, ep: &BotEndpoint) -> Result<ResumeResponse, BotApiError> {
+        self.request::<Value, _>(ep, Method::POST, "/api/v1/trading/resume", None, None)
             .await
     }
 
@@ -190,8 +230,8 @@ impl BotApi {
         &self,
         ep: &BotEndpoint,
         deadline: Duration,
-    ) -> Result<Value, BotApiError> {
-        self.call(
+    ) -> Result<CloseAllResponse, BotApiError> {
+        self.request::<Value, _>(
             ep,
             Method::POST,
             "/api/v1/emergency/close-all",
@@ -202,31 +242,72 @@ impl BotApi {
     }
 
     /// Calls close-all and confirms the bot is flat and halted. Returns the number of
-    /// positions it closed; [`BotApiError::NotFlat`] when the bot still reports open
-    /// positions or is not halted afterwards.
+    /// positions it closed; [`BotApiError::NotFlat`] when the close-all answer or a
+    /// fresh `/status` still reports open positions, or the bot is not halted.
     pub async fn close_all_confirmed(
         &self,
         ep: &BotEndpoint,
         deadline: Duration,
     ) -> Result<i32, BotApiError> {
         let report = self.close_all(ep, deadline).await?;
-        let closed = report
-            .get("positions")
-            .and_then(Value::as_array)
-            .map(Vec::len)
-            .unwrap_or(0);
+        let closed = report.positions.len();
         let status = self.status(ep).await?;
-        let open = status
-            .get("openPositions")
-            .and_then(Value::as_i64)
-            .unwrap_or(-1);
-        let halted = status
-            .get("halted")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        if open != 0 || !halted {
-            return Err(BotApiError::NotFlat { open, halted });
-        }
+        confirm_flat(&report, &status)?;
         Ok(i32::try_from(closed).unwrap_or(i32::MAX))
+    }
+}
+
+/// Whether a close-all answer and the status read after it show a flat, halted bot.
+fn confirm_flat(report: &CloseAllResponse, status: &StatusResponse) -> Result<(), BotApiError> {
+    let open = status.open_positions.max(report.open_positions);
+    let halted = status.halted && report.halted;
+    if open != 0 || !halted {
+        return Err(BotApiError::NotFlat {
+            open: i64::try_from(open).unwrap_or(i64::MAX),
+            halted,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn status(open: u64, halted: bool) -> StatusResponse {
+        serde_json::from_value(json!({"version": "1", "paused": false, "halted": halted,
+            "haltReason": null, "openPositions": open, "realizedPnl": 0.0,
+            "activeMarketData": "primary", "marketData": {"fresh": true}}))
+        .unwrap()
+    }
+
+    fn report(open: u64) -> CloseAllResponse {
+        serde_json::from_value(
+            json!({"halted": true, "haltReason": "x", "alreadyFlat": false,
+            "canceledOrders": 0, "positions": [], "openPositions": open}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn flat_only_when_both_answers_say_so() {
+        assert!(confirm_flat(&report(0), &status(0, true)).is_ok());
+        assert!(matches!(
+            confirm_flat(&report(0), &status(2, true)),
+            Err(BotApiError::NotFlat {
+                open: 2,
+                halted: true
+            })
+        ));
+        assert!(matches!(
+            confirm_flat(&report(1), &status(0, true)),
+            Err(BotApiError::NotFlat { open: 1, .. })
+        ));
+        assert!(matches!(
+            confirm_flat(&report(0), &status(0, false)),
+            Err(BotApiError::NotFlat { halted: false, .. })
+        ));
     }
 }

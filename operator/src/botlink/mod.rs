@@ -45,9 +45,6 @@ impl BotRef {
     }
 }
 
-/// Halt reason the bot records when it runs close-all (emergency stop or deletion).
-/// A bot halted for this reason while its TradingBot does not ask for an emergency stop
-/// is resumed: the stop was lifted, or the bot was recreated over the retained volume
-/// of a deleted one. Halts for any other reason (risk limits) are never lifted by the
-/// operator.
-pub const CLOSE_ALL_HALT_REASON: &str = "emergency close-all requested over the API";
+/// Halt reason the bot records when it runs close-all (emergency stop or deletion);
+/// defined by the contract, which the bot's tests check against a real close-all.
+pub use iq720_contract::CLOSE_ALL_HALT_REASON;

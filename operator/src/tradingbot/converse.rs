@@ -27,10 +27,7 @@ pub fn should_resume(emergency_stop_wanted: bool, halted: Option<&str>) -> bool 
 /// Sets the bot's pause to what the spec asks; returns whether it changed anything.
 pub async fn sync_pause(ctx: &Context, bot: &TradingBot, ep: &BotEndpoint) -> Result<bool> {
     let status = ctx.bots.status(ep).await?;
-    let paused_now = status
-        .get("paused")
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
+    let paused_now = status.paused;
     let wanted = bot.spec.paused;
     if paused_now == wanted {
         return Ok(false);
@@ -61,13 +58,8 @@ pub async fn converse(
 ) -> Result<BotReport> {
     let generation = bot.metadata.generation;
     let status_json = ctx.bots.status(ep).await?;
-    let halted = status_json
-        .get("halted")
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
-    let reason = status_json
-        .get("haltReason")
-        .and_then(serde_json::Value::as_str);
+    let halted = status_json.halted;
+    let reason = status_json.halt_reason.as_deref();
     if halted && should_resume(bot.spec.emergency_stop, reason) {
         ctx.bots.resume(ep).await?;
         let lifted = st.emergency_stop.is_some();
@@ -139,7 +131,7 @@ pub async fn converse(
     sync_pause(ctx, bot, ep).await?;
     let status_json = ctx.bots.status(ep).await?;
     let performance = ctx.bots.performance(ep).await?;
-    Ok(BotReport::from_json(&status_json, &performance))
+    Ok(BotReport::from_api(&status_json, &performance))
 }
 
 /// Status of a bot whose pod is not running or not ready yet.

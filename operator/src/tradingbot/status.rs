@@ -2,11 +2,12 @@
 //! that writes them. Status is written only when it differs from the stored one, with
 //! server-side apply under this controller's own status field manager.
 
+use iq720_contract::api::{PerformanceResponse, StatusResponse};
 use iq720_crds::trading_bot::TradingBotPhase;
 use iq720_crds::{TradingBot, TradingBotStatus};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::STATUS_MANAGER;
 use super::error::Result;
@@ -93,57 +94,26 @@ pub struct BotReport {
 }
 
 impl BotReport {
-    /// Reads the fields the operator needs; missing fields fall back to safe values.
-    pub fn from_json(status: &Value, performance: &Value) -> Self {
-        let halted = status
-            .get("halted")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+    /// The figures the operator needs, from the bot's typed `/status` and
+    /// `/performance` answers.
+    pub fn from_api(status: &StatusResponse, performance: &PerformanceResponse) -> Self {
         // The bot reports winRate as a fraction of closed trades (0 when none).
-        let win_rate = match performance
-            .pointer("/allTime/trades")
-            .and_then(Value::as_i64)
-        {
-            Some(n) if n > 0 => performance
-                .pointer("/allTime/winRate")
-                .and_then(Value::as_f64)
-                .map(|f| f * 100.0),
-            _ => None,
-        };
+        let all = &performance.all_time;
+        let win_rate = (all.trades > 0).then_some(all.win_rate * 100.0);
         Self {
-            version: status
-                .get("version")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            paused: status
-                .get("paused")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            halted: halted.then(|| {
+            version: Some(status.version.clone()),
+            paused: status.paused,
+            halted: status.halted.then(|| {
                 status
-                    .get("haltReason")
-                    .and_then(Value::as_str)
-                    .unwrap_or("halted")
-                    .to_string()
+                    .halt_reason
+                    .clone()
+                    .unwrap_or_else(|| "halted".to_string())
             }),
-            open_positions: status
-                .get("openPositions")
-                .and_then(Value::as_i64)
-                .and_then(|n| i32::try_from(n).ok())
-                .unwrap_or(0),
+            open_positions: i32::try_from(status.open_positions).unwrap_or(i32::MAX),
             win_rate,
-            pnl: status
-                .get("realizedPnl")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0),
-            active_market_data: status
-                .get("activeMarketData")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            market_data_fresh: status
-                .pointer("/marketData/fresh")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            pnl: status.realized_pnl,
+            active_market_data: Some(status.active_market_data.clone()),
+            market_data_fresh: status.market_data.fresh,
         }
     }
 }
@@ -231,28 +201,55 @@ pub fn apply_report(status: &mut TradingBotStatus, report: &BotReport, generatio
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn report_reads_bot_json() {
-        let status = json!({"version": "0.1.0", "paused": true, "halted": false, "openPositions": 2,
-            "realizedPnl": -3.5, "activeMarketData": "backup", "marketData": {"fresh": true}});
-        let perf = json!({"allTime": {"winRate": 0.625, "trades": 8}});
-        let r = BotReport::from_json(&status, &perf);
-        assert_eq!(r.open_positions, 2);
-        assert!(r.paused && r.halted.is_none() && r.market_data_fresh);
-        let mut st = TradingBotStatus::default();
-        apply_report(&mut st, &r, Some(3));
-        assert_eq!(st.phase, Some(TradingBotPhase::Paused));
-        assert_eq!(st.win_rate.as_deref(), Some("62.5%"));
-        assert_eq!(st.pnl.as_deref(), Some("-3.50"));
-        assert!(is_true(&st.conditions, condition::PAUSED));
+    fn status(v: serde_json::Value) -> StatusResponse {
+        serde_json::from_value(v).unwrap()
     }
 
     #[test]
-    fn garbage_from_the_bot_gives_safe_defaults() {
-        let r = BotReport::from_json(&json!("nonsense"), &json!(null));
-        assert_eq!(r, BotReport::default());
+    fn report_reads_the_typed_answers() {
+        let st = status(json!({"version": "0.1.0", "paused": true, "halted": false,
+            "haltReason": null, "openPositions": 2, "realizedPnl": -3.5,
+            "activeMarketData": "backup", "marketData": {"fresh": true}}));
+        let perf: PerformanceResponse =
+            serde_json::from_value(json!({"allTime": {"winRate": 0.625, "trades": 8}})).unwrap();
+        let r = BotReport::from_api(&st, &perf);
+        assert_eq!(r.open_positions, 2);
+        assert!(r.paused && r.halted.is_none() && r.market_data_fresh);
+        assert_eq!(r.active_market_data.as_deref(), Some("backup"));
+        let mut ts = TradingBotStatus::default();
+        apply_report(&mut ts, &r, Some(3));
+        assert_eq!(ts.phase, Some(TradingBotPhase::Paused));
+        assert_eq!(ts.win_rate.as_deref(), Some("62.5%"));
+        assert_eq!(ts.pnl.as_deref(), Some("-3.50"));
+        assert!(is_true(&ts.conditions, condition::PAUSED));
+    }
+
+    #[test]
+    fn halt_reason_and_no_trades() {
+        let st = status(json!({"version": "0.1.0", "paused": false, "halted": true,
+            "haltReason": iq720_contract::CLOSE_ALL_HALT_REASON, "openPositions": 0,
+            "realizedPnl": 0.0, "activeMarketData": "primary", "marketData": {"fresh": false}}));
+        let perf: PerformanceResponse =
+            serde_json::from_value(json!({"allTime": {"winRate": 0.0, "trades": 0}})).unwrap();
+        let r = BotReport::from_api(&st, &perf);
+        assert_eq!(
+            r.halted.as_deref(),
+            Some(iq720_contract::CLOSE_ALL_HALT_REASON)
+        );
+        assert_eq!(r.win_rate, None);
+        let mut ts = TradingBotStatus::default();
+        apply_report(&mut ts, &r, None);
+        assert_eq!(ts.phase, Some(TradingBotPhase::Halted));
+    }
+
+    #[test]
+    fn garbage_from_the_bot_is_a_decode_error_not_a_default() {
+        assert!(serde_json::from_value::<StatusResponse>(json!("nonsense")).is_err());
+        assert!(serde_json::from_value::<StatusResponse>(json!({"paused": false})).is_err());
+        assert!(serde_json::from_value::<PerformanceResponse>(json!(null)).is_err());
     }
 }

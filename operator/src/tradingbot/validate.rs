@@ -1,11 +1,21 @@
 //! Checks of a TradingBot spec that the CRD's CEL rules cannot express. A failure
 //! becomes the `InvalidSpec` condition, never a crash or a hot loop.
+//!
+//! Everything the bot sees is checked by the bot's own rules: the spec is rendered
+//! into the bot configuration ([`super::build::bot_config::document`]) and the
+//! contract's [`Config::problems`](iq720_contract::config::Config::problems) runs on
+//! it, the same check the bot runs at start and on every hot reload. So a spec passes
+//! here exactly when the bot accepts its configuration; the bot's field paths are
+//! reported as spec paths (`risk.maxPositions` → `spec.risk.maxPositions`). The
+//! checks kept here cover only fields the bot never sees: Kubernetes quantities, API
+//! key rotation and the update timeout.
 
-use iq720_crds::trading_bot::{MarketDataKind, TradingMode};
+use iq720_contract::duration;
 use iq720_crds::{TradingBot, TradingBotStatus};
+use kube::ResourceExt;
 
+use super::build::bot_config;
 use super::status::{condition, set_condition};
-use crate::duration;
 use crate::shared::quantity;
 
 /// Writes the `InvalidSpec` condition for `problems` (False with "the spec is valid"
@@ -74,38 +84,10 @@ fn kubernetes_problems(bot: &TradingBot, out: &mut Vec<String>) {
     }
 }
 
-/// Strategy parameters the bot understands (see bot/README.md).
-pub const STRATEGY_PARAMS: &[&str] = &[
-    "rsiPeriod",
-    "rsiBuy",
-    "rsiSell",
-    "macdFast",
-    "macdSlow",
-    "macdSignal",
-    "bbPeriod",
-    "bbStdDev",
-    "minConfirmations",
-];
-
-/// Returns every problem of the spec, each naming its field; empty when valid.
-pub fn problems(bot: &TradingBot) -> Vec<String> {
+/// Problems of the fields the operator uses itself (the bot never sees them).
+fn operator_problems(bot: &TradingBot, out: &mut Vec<String>) {
     let spec = &bot.spec;
-    let mut out = Vec::new();
-    kubernetes_problems(bot, &mut out);
-    let compress = duration::parse(&spec.logs.compress_after);
-    let delete = duration::parse(&spec.logs.delete_after);
-    match (&compress, &delete) {
-        // The bot retains logs in whole days.
-        (Ok(c), Ok(d)) if d.as_secs() / 86_400 <= c.as_secs() / 86_400 => out.push(format!(
-            "spec.logs.deleteAfter ({}) must be more whole days than spec.logs.compressAfter ({})",
-            spec.logs.delete_after, spec.logs.compress_after
-        )),
-        _ => {}
-    }
     for (field, value) in [
-        ("spec.logs.compressAfter", &spec.logs.compress_after),
-        ("spec.logs.deleteAfter", &spec.logs.delete_after),
-        ("spec.marketData.staleAfter", &spec.market_data.stale_after),
         (
             "spec.apiKeys.rotationInterval",
             &spec.api_keys.rotation_interval,
@@ -119,72 +101,56 @@ pub fn problems(bot: &TradingBot) -> Vec<String> {
             Ok(_) => {}
         }
     }
-    if let Ok(stale) = duration::parse(&spec.market_data.stale_after)
-        && stale < std::time::Duration::from_secs(1)
-    {
-        out.push("spec.marketData.staleAfter must be at least 1s".to_string());
+}
+
+/// Top-level fields of the bot configuration that come from the spec under the same
+/// name; everything else is set by the operator itself.
+const FROM_SPEC: &[&str] = &[
+    "mode",
+    "exchange",
+    "pairs",
+    "strategy",
+    "risk",
+    "marketData",
+    "paused",
+    "logs",
+];
+
+/// The spec path of a bot configuration field: `risk.maxPositions` →
+/// `spec.risk.maxPositions`, `marketData.primary.kind` → `spec.marketData.primary.type`.
+fn spec_field(field: &str) -> String {
+    let top = field.split(['.', '[']).next().unwrap_or(field);
+    if !FROM_SPEC.contains(&top) {
+        return format!("the bot configuration field {field} (set by the operator)");
     }
-    if spec.risk.max_positions > 1000 {
-        out.push("spec.risk.maxPositions must be at most 1000".to_string());
-    }
-    if spec.mode == TradingMode::Live {
-        out.push(
-            "spec.mode live is not supported by this release: no exchange adapter is available yet; use mode paper"
-                .to_string(),
-        );
-    }
-    let sources = std::iter::once(("primary", &spec.market_data.primary))
-        .chain(spec.market_data.backup.iter().map(|b| ("backup", b)));
-    for (role, src) in sources {
-        if src.kind == MarketDataKind::Exchange {
-            out.push(format!(
-                "spec.marketData.{role}.type exchange is not supported by this release; use simulator or csvReplay"
-            ));
-        }
-    }
-    if spec.market_data.backup.as_ref() == Some(&spec.market_data.primary) {
-        out.push("spec.marketData.backup must differ from spec.marketData.primary".to_string());
-    }
-    for name in spec.strategy.params.keys() {
-        if !STRATEGY_PARAMS.contains(&name.as_str()) {
-            out.push(format!(
-                "spec.strategy.params.{name} is not a known parameter (known: {})",
-                STRATEGY_PARAMS.join(", ")
-            ));
-        }
-    }
-    for (name, value) in &spec.strategy.params {
-        if !value.is_finite() {
-            out.push(format!(
-                "spec.strategy.params.{name} must be a finite number"
-            ));
-        }
-    }
-    let p = |k: &str| spec.strategy.params.get(k).copied();
-    let (fast, slow) = (p("macdFast").unwrap_or(12.0), p("macdSlow").unwrap_or(26.0));
-    if fast >= slow {
-        out.push("spec.strategy.params.macdFast must be smaller than macdSlow".to_string());
-    }
-    let (buy, sell) = (p("rsiBuy").unwrap_or(30.0), p("rsiSell").unwrap_or(70.0));
-    if !(0.0 < buy && buy < sell && sell < 100.0) {
-        out.push("spec.strategy.params need 0 < rsiBuy < rsiSell < 100".to_string());
+    let renamed = match field.strip_suffix(".kind") {
+        Some(source) if source.starts_with("marketData.") => format!("{source}.type"),
+        _ => field.to_string(),
+    };
+    format!("spec.{renamed}")
+}
+
+/// Returns every problem of the spec, each naming its field; empty when valid.
+pub fn problems(bot: &TradingBot) -> Vec<String> {
+    let mut out = Vec::new();
+    kubernetes_problems(bot, &mut out);
+    operator_problems(bot, &mut out);
+    let namespace = bot.namespace().unwrap_or_default();
+    let (config, rendering) = bot_config::document(bot, &namespace, &bot.name_any());
+    for p in rendering.into_iter().chain(config.problems()) {
+        out.push(format!("{}: {}", spec_field(&p.field), p.message));
     }
     out
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
-    fn bot(spec: serde_json::Value) -> TradingBot {
+    fn bot(spec: Value) -> TradingBot {
         TradingBot::new("b", serde_json::from_value(spec).unwrap())
-    }
-
-    #[test]
-    fn strategy_parameter_names_match_the_bot() {
-        assert_eq!(STRATEGY_PARAMS, iq720_bot::config::STRATEGY_PARAM_NAMES);
     }
 
     #[test]
@@ -205,8 +171,8 @@ mod tests {
         );
         let p = problems(&b);
         assert!(
-            p.iter()
-                .any(|m| m.contains("deleteAfter (7d) must be more whole days")),
+            p.iter().any(|m| m.starts_with("spec.logs.deleteAfter: ")
+                && m.contains("deleteAfter (7d) must be more whole days")),
             "{p:?}"
         );
     }
@@ -217,10 +183,11 @@ mod tests {
         let b = bot(
             json!({"version": "1.0.0", "pairs": ["BTC/USDT"], "marketData": {"primary": src, "backup": src}}),
         );
+        let p = problems(&b);
         assert!(
-            problems(&b)
-                .iter()
-                .any(|m| m.contains("backup must differ"))
+            p.iter()
+                .any(|m| m.starts_with("spec.marketData.backup: ") && m.contains("must differ")),
+            "{p:?}"
         );
     }
 
@@ -232,7 +199,7 @@ mod tests {
         assert!(
             problems(&b)
                 .iter()
-                .any(|m| m.contains("spec.strategy.params.rsiPeriodd"))
+                .any(|m| m.starts_with("spec.strategy.params.rsiPeriodd: "))
         );
     }
 
@@ -245,5 +212,302 @@ mod tests {
         );
         let p = problems(&b);
         assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].starts_with("spec.mode: "), "{p:?}");
+        assert!(p[1].starts_with("spec.marketData.primary.type: "), "{p:?}");
+        assert!(p[1].contains("exchange is not supported"), "{p:?}");
+    }
+
+    #[test]
+    fn fields_the_bot_never_sees_are_checked_here() {
+        let b = bot(json!({"version": "1.0.0", "pairs": ["BTC/USDT"],
+            "apiKeys": {"rotationInterval": "0s", "gracePeriod": "1x"},
+            "update": {"healthTimeout": "0m"}, "storage": {"size": "1Gb"}}));
+        let p = problems(&b);
+        assert_eq!(p.len(), 4, "{p:?}");
+        // none of them is part of the bot's configuration
+        let yaml = bot_config::render(&b, "ns", "b").to_yaml().unwrap();
+        assert!(iq720_bot::config::Config::from_yaml(&yaml).is_ok());
+        for word in ["apiKeys", "rotationInterval", "healthTimeout", "storage"] {
+            assert!(!yaml.contains(word), "{word} in {yaml}");
+        }
+    }
+
+    #[test]
+    fn spec_fields() {
+        assert_eq!(spec_field("risk.maxPositions"), "spec.risk.maxPositions");
+        assert_eq!(spec_field("pairs[2]"), "spec.pairs[2]");
+        assert_eq!(
+            spec_field("marketData.backup.kind"),
+            "spec.marketData.backup.type"
+        );
+        assert_eq!(
+            spec_field("api.listenAddr"),
+            "the bot configuration field api.listenAddr (set by the operator)"
+        );
+    }
+
+    /// The bot's verdict on the values of a spec: the rendered configuration with the
+    /// spec's duration strings put back verbatim (so a duration the operator cannot
+    /// parse reaches the bot's parser too), parsed and validated by the bot.
+    fn bot_accepts(b: &TradingBot) -> Result<(), String> {
+        let mut doc: Value = serde_json::to_value(&bot_config::render(b, "ns", "b").full).unwrap();
+        doc["logs"]["compressAfter"] = json!(b.spec.logs.compress_after);
+        doc["logs"]["deleteAfter"] = json!(b.spec.logs.delete_after);
+        doc["marketData"]["staleAfter"] = json!(b.spec.market_data.stale_after);
+        let yaml = serde_yaml::to_string(&doc).unwrap();
+        iq720_bot::config::Config::from_yaml(&yaml)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Item 3: a corpus of values at and around every bound the bot checks. For each,
+    /// the operator reports no problem exactly when the bot accepts the configuration
+    /// rendered from the spec, and an accepted spec's hot part is accepted by the bot's
+    /// `PATCH /api/v1/config` too. The expected verdict is part of each row, so the
+    /// chosen rule is visible (e.g. `maxPositions` 101 and `36h`/`2d` are refused).
+    #[test]
+    fn operator_accepts_exactly_what_the_bot_accepts() {
+        let mut corpus: Vec<(Value, bool)> = vec![
+            (json!({}), true),
+            // risk bounds
+            (json!({"risk": {"maxPositions": 1}}), true),
+            (json!({"risk": {"maxPositions": 100}}), true),
+            (json!({"risk": {"maxPositions": 101}}), false),
+            (json!({"risk": {"maxPositions": 1000}}), false),
+            (json!({"risk": {"maxPositions": 0}}), false),
+            (json!({"risk": {"maxPositions": -3}}), false),
+            (json!({"risk": {"maxPositionSize": 0.0001}}), true),
+            (json!({"risk": {"maxPositionSize": 1e12}}), true),
+            (json!({"risk": {"maxPositionSize": 0}}), false),
+            (json!({"risk": {"maxPositionSize": -1}}), false),
+            (json!({"risk": {"positionRiskPercent": 100}}), true),
+            (json!({"risk": {"positionRiskPercent": 0.001}}), true),
+            (json!({"risk": {"positionRiskPercent": 100.001}}), false),
+            (json!({"risk": {"positionRiskPercent": 0}}), false),
+            (json!({"risk": {"maxDrawdownPercent": 100}}), true),
+            (json!({"risk": {"maxDrawdownPercent": 150}}), false),
+            (json!({"risk": {"dailyLossLimitPercent": 100}}), true),
+            (json!({"risk": {"dailyLossLimitPercent": 101}}), false),
+            (json!({"risk": {"dailyLossLimitPercent": -1}}), false),
+            (
+                json!({"risk": {"stopLoss": {"type": "trailing", "percent": 99.99}}}),
+                true,
+            ),
+            (json!({"risk": {"stopLoss": {"percent": 0.01}}}), true),
+            (json!({"risk": {"stopLoss": {"percent": 100}}}), false),
+            (json!({"risk": {"stopLoss": {"percent": 0}}}), false),
+            // strategy cross rules and unknown names
+            (json!({"strategy": {"params": {"rsiBuy": 69.9}}}), true),
+            (json!({"strategy": {"params": {"rsiBuy": 70}}}), false),
+            (
+                json!({"strategy": {"params": {"rsiBuy": 80, "rsiSell": 20}}}),
+                false,
+            ),
+            (
+                json!({"strategy": {"params": {"macdFast": 25, "macdSlow": 26}}}),
+                true,
+            ),
+            (json!({"strategy": {"params": {"macdFast": 26}}}), false),
+            (
+                json!({"strategy": {"params": {"macdFast": 30, "macdSlow": 10}}}),
+                false,
+            ),
+            (json!({"strategy": {"params": {"rsiPeriodd": 3}}}), false),
+            // log retention: whole days, rounded up
+            (
+                json!({"logs": {"compressAfter": "36h", "deleteAfter": "2d"}}),
+                false,
+            ),
+            (
+                json!({"logs": {"compressAfter": "36h", "deleteAfter": "49h"}}),
+                true,
+            ),
+            (
+                json!({"logs": {"compressAfter": "12h", "deleteAfter": "1d"}}),
+                false,
+            ),
+            (
+                json!({"logs": {"compressAfter": "12h", "deleteAfter": "36h"}}),
+                true,
+            ),
+            (
+                json!({"logs": {"compressAfter": "7d", "deleteAfter": "7d"}}),
+                false,
+            ),
+            (
+                json!({"logs": {"compressAfter": "7d", "deleteAfter": "7d1ms"}}),
+                true,
+            ),
+            (
+                json!({"logs": {"compressAfter": "30d", "deleteAfter": "7d"}}),
+                false,
+            ),
+            (
+                json!({"logs": {"compressAfter": "0s", "deleteAfter": "1d"}}),
+                true,
+            ),
+            (
+                json!({"logs": {"compressAfter": "99999999999999999999d"}}),
+                false,
+            ),
+            (
+                json!({"logs": {"deleteAfter": "213503982334d213503982334d"}}),
+                false,
+            ),
+            // market data
+            (json!({"marketData": {"staleAfter": "50ms"}}), true),
+            (json!({"marketData": {"staleAfter": "49ms"}}), false),
+            (json!({"marketData": {"staleAfter": "500ms"}}), true),
+            (json!({"marketData": {"staleAfter": "0s"}}), false),
+            (json!({"marketData": {"staleAfter": "1h30m"}}), true),
+            (
+                json!({"marketData": {"primary": {"type": "exchange", "endpoint": "wss://x"}}}),
+                false,
+            ),
+            (
+                json!({"marketData": {"primary": {"type": "csvReplay", "path": "/data/t.csv"}}}),
+                true,
+            ),
+            (
+                json!({"marketData": {"backup": {"type": "simulator"}}}),
+                true,
+            ),
+            (
+                json!({"marketData": {"backup": {"type": "simulator", "seed": 1}}}),
+                false,
+            ),
+            (
+                json!({"marketData": {"primary": {"type": "simulator", "seed": -7}, "backup": {"type": "simulator", "seed": 7}}}),
+                false,
+            ),
+            (
+                json!({"marketData": {"backup": {"type": "exchange", "endpoint": "wss://x"}}}),
+                false,
+            ),
+            (json!({"marketData": {"failback": false}}), true),
+            // mode, pairs, names, levels
+            (
+                json!({"mode": "live", "exchange": {"name": "binance", "credentialsSecretRef": {"name": "k"}}}),
+                false,
+            ),
+            (json!({"exchange": {"name": "binance"}}), true),
+            (json!({"pairs": ["BTC/USDT", "BTC/USDT"]}), false),
+            (json!({"pairs": ["btc/usdt"]}), false),
+            (json!({"pairs": ["ABCDEFGHIJKLMNOP/USDT"]}), true),
+            (json!({"pairs": ["ABCDEFGHIJKLMNOPQ/USDT"]}), false),
+            (
+                json!({"pairs": (0..100).map(|i| format!("P{i}/USDT")).collect::<Vec<_>>()}),
+                true,
+            ),
+            (
+                json!({"pairs": (0..101).map(|i| format!("P{i}/USDT")).collect::<Vec<_>>()}),
+                false,
+            ),
+            (json!({"pairs": []}), false),
+            (json!({"paused": true}), true),
+        ];
+        for name in ["rsi-macd-bollinger", "rsi", "macd", "bollinger"] {
+            corpus.push((json!({"strategy": {"name": name}}), true));
+        }
+        for level in ["error", "warn", "info", "debug"] {
+            corpus.push((json!({"logs": {"level": level}}), true));
+        }
+        // every strategy parameter at, just inside and just outside its range
+        for spec in iq720_contract::strategy::PARAMS {
+            use iq720_contract::strategy::ParamRange;
+            let (lo, hi, step) = match spec.range {
+                ParamRange::Whole { min, max } => (f64::from(min), f64::from(max), 1.0),
+                ParamRange::Closed { min, max } => (min, max, 0.01),
+                ParamRange::Open { min, max } => (min, max, 0.01),
+            };
+            let inclusive = !matches!(spec.range, ParamRange::Open { .. });
+            let mut rows = vec![
+                (lo, inclusive),
+                (hi, inclusive),
+                (lo - step, false),
+                (hi + step, false),
+            ];
+            if matches!(spec.range, ParamRange::Whole { .. }) {
+                rows.push((lo + 0.5, false));
+            } else {
+                rows.push((lo + step, true));
+                rows.push((hi - step, true));
+            }
+            for (v, in_range) in rows {
+                // Keep the cross rules satisfied so that only the range decides.
+                let mut params = serde_json::Map::new();
+                params.insert(spec.name.to_string(), json!(v));
+                match spec.name {
+                    "rsiBuy" => {
+                        params.insert("rsiSell".into(), json!(99.999));
+                    }
+                    "rsiSell" => {
+                        params.insert("rsiBuy".into(), json!(0.001));
+                    }
+                    "macdFast" => {
+                        params.insert("macdSlow".into(), json!(1000));
+                    }
+                    "macdSlow" => {
+                        params.insert("macdFast".into(), json!(2));
+                    }
+                    _ => {}
+                }
+                let crosses = match spec.name {
+                    "rsiBuy" => v < 99.999,
+                    "rsiSell" => v > 0.001,
+                    "macdFast" => v < 1000.0,
+                    "macdSlow" => v > 2.0,
+                    _ => true,
+                };
+                corpus.push((json!({"strategy": {"params": params}}), in_range && crosses));
+            }
+        }
+        let mut nan = bot(json!({"version": "1.0.0", "pairs": ["BTC/USDT"]}));
+        nan.spec.strategy.params.insert("bbStdDev".into(), f64::NAN);
+
+        let base_running = iq720_bot::config::Config::from_yaml(
+            &bot_config::render(
+                &bot(json!({"version": "1.0.0", "pairs": ["BTC/USDT"]})),
+                "ns",
+                "b",
+            )
+            .to_yaml()
+            .unwrap(),
+        )
+        .unwrap();
+        let mut checked = 0;
+        let bots = corpus
+            .into_iter()
+            .map(|(delta, expected)| {
+                let mut spec = json!({"version": "1.0.0", "pairs": ["BTC/USDT"]});
+                for (k, v) in delta.as_object().unwrap() {
+                    spec[k] = v.clone();
+                }
+                (bot(spec), expected)
+            })
+            .chain(std::iter::once((nan, false)));
+        for (b, expected) in bots {
+            let operator = problems(&b);
+            let bot_verdict = bot_accepts(&b);
+            let spec = serde_json::to_string(&b.spec).unwrap();
+            assert_eq!(
+                operator.is_empty(),
+                bot_verdict.is_ok(),
+                "operator and bot disagree on {spec}: operator {operator:?}, bot {bot_verdict:?}"
+            );
+            assert_eq!(
+                operator.is_empty(),
+                expected,
+                "unexpected verdict on {spec}: {operator:?}"
+            );
+            if expected && b.spec.pairs == base_running.pairs {
+                // The hot part of an accepted spec is accepted by a running bot.
+                let hot = bot_config::render(&b, "ns", "b").hot;
+                iq720_bot::runner::merge_config(&base_running, &hot)
+                    .unwrap_or_else(|e| panic!("PATCH of {spec} refused: {e}"));
+            }
+            checked += 1;
+        }
+        assert!(checked > 100, "{checked}");
     }
 }
