@@ -21,7 +21,7 @@ help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: test
-test: lint crds-check chart-test test-rust ## run every test (what CI runs)
+test: lint crds-check chart-test demo-test test-rust ## run every test (what CI runs)
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy -D warnings
@@ -59,6 +59,10 @@ cluster-down: ## stop the local cluster (no process left behind)
 .PHONY: demo
 demo: ## local cluster + operator + a paper-trading bot
 	bash tests/scripts/demo.sh
+
+.PHONY: demo-test
+demo-test: ## `make demo` on a new cluster (own run dir, CRDs never seen), then helm upgrades of the operator with 1 and 2 replicas
+	bash tests/scripts/demo-test.sh
 
 .PHONY: bench
 bench: ## bot engine benchmarks (criterion; figures in README.md)
