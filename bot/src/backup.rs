@@ -3,7 +3,12 @@
 //!
 //! Archive layout: `manifest.json` first, then `trades.db`. The manifest records the bot
 //! version, schema version, creation time and the size and sha256 of every other part.
+//!
+//! A restore takes the data directory's exclusive lock ([`DataDirLock`], the one a
+//! running bot holds for its whole life) before it writes anything, so `restore --force`
+//! can never swap the database out from under a live bot: it fails naming the holder.
 
+use crate::store::lock::{DataDirLock, LOCK_FILE, LockError};
 use crate::store::{DB_FILE, migrations::SCHEMA_VERSION};
 use flate2::Compression;
 use flate2::read::GzDecoder;
@@ -43,6 +48,9 @@ pub enum BackupError {
     /// Restore target not empty.
     #[error("data directory {0} is not empty; pass --force to overwrite it")]
     NotEmpty(PathBuf),
+    /// The data directory is locked (a bot runs on it) or the lock cannot be taken.
+    #[error("cannot restore: {0}")]
+    Locked(#[from] LockError),
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> BackupError {
@@ -291,13 +299,14 @@ pub fn verify_archive(archive: &Path, work_dir: &Path) -> Result<(Manifest, Path
     Ok((manifest, db))
 }
 
-/// Whether a data directory holds anything (dotfiles and `lost+found` do not count).
+/// Whether a data directory holds anything (dotfiles, `lost+found` and the lock file do
+/// not count).
 pub fn dir_has_data(dir: &Path) -> Result<bool, BackupError> {
     match std::fs::read_dir(dir) {
         Ok(rd) => {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
-                if !name.starts_with('.') && name != "lost+found" {
+                if !name.starts_with('.') && name != "lost+found" && name != LOCK_FILE {
                     return Ok(true);
                 }
             }
@@ -311,12 +320,16 @@ pub fn dir_has_data(dir: &Path) -> Result<bool, BackupError> {
     }
 }
 
-/// Verify `archive` and swap its database into `data_dir` (the bot must not be running).
+/// Verify `archive` and swap its database into `data_dir`. Holds the data directory's
+/// exclusive lock throughout, so it fails with [`BackupError::Locked`] while a bot runs
+/// on the directory (and no bot can start on it meanwhile).
 pub fn restore(archive: &Path, data_dir: &Path, force: bool) -> Result<Manifest, BackupError> {
+    std::fs::create_dir_all(data_dir).map_err(io_err(format!("create {}", data_dir.display())))?;
+    // Lock first, then look: no bot can start between the check and the swap.
+    let _lock = DataDirLock::acquire(data_dir)?;
     if !force && dir_has_data(data_dir)? {
         return Err(BackupError::NotEmpty(data_dir.to_path_buf()));
     }
-    std::fs::create_dir_all(data_dir).map_err(io_err(format!("create {}", data_dir.display())))?;
     let work = data_dir.join(format!(".restore-{}", std::process::id()));
     let result = (|| {
         let (manifest, db) = verify_archive(archive, &work)?;
@@ -391,11 +404,50 @@ mod tests {
             Store::all_trades(&restored.reader().unwrap()).unwrap(),
             Store::all_trades(&store.reader().unwrap()).unwrap()
         );
+        drop(restored); // a store holds the lock, which restore needs
         assert!(matches!(
             restore(&archive, &dst, false),
             Err(BackupError::NotEmpty(_))
         ));
         restore(&archive, &dst, true).unwrap();
+    }
+
+    #[test]
+    fn restore_refuses_a_data_dir_a_bot_holds_even_with_force() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = seeded(&tmp.path().join("src"));
+        let archive = tmp.path().join("b.tar.gz");
+        create_archive(src.path(), &archive, tmp.path()).unwrap();
+        // A "live bot" on dst: its store holds the lock; its database has no trades.
+        let dst = tmp.path().join("dst");
+        let live = Store::open(&dst).unwrap();
+        let before = std::fs::read(dst.join(DB_FILE)).unwrap();
+        for force in [true, false] {
+            let e = restore(&archive, &dst, force).unwrap_err();
+            assert!(
+                matches!(e, BackupError::Locked(LockError::Held { .. })),
+                "{e}"
+            );
+            let msg = e.to_string();
+            assert!(msg.contains(LOCK_FILE) && msg.contains("pid"), "{msg}");
+        }
+        assert_eq!(std::fs::read(dst.join(DB_FILE)).unwrap(), before);
+        assert!(
+            Store::all_trades(&live.reader().unwrap())
+                .unwrap()
+                .is_empty()
+        );
+        assert!(!dst.join(format!("{DB_FILE}.restoring")).exists());
+        // Once the bot is gone the same restore goes through.
+        drop(live);
+        restore(&archive, &dst, true).unwrap();
+        let restored = Store::open(&dst).unwrap();
+        assert_eq!(
+            Store::all_trades(&restored.reader().unwrap())
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
