@@ -1,7 +1,18 @@
 //! Command-line interface.
+//!
+//! Settings that belong to the process rather than to the bot's trading (where to
+//! listen, which directories, how long to drain on shutdown) are flags with an `IQ720_*`
+//! environment twin, so the operator can set them per pod without touching the config
+//! file (the ConfigMap), which stays the source of truth for trading.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default of `--shutdown-drain` / `IQ720_SHUTDOWN_DRAIN`: shorter than the 30 s
+/// termination grace period the operator gives a bot pod, longer than the operator's
+/// 10 s close-all deadline.
+pub const DEFAULT_SHUTDOWN_DRAIN: &str = "15s";
 
 /// The IQ-720 trading bot.
 #[derive(Debug, Parser)]
@@ -75,4 +86,58 @@ pub struct RunArgs {
     /// Token directory (overrides api.tokenDir).
     #[arg(long, env = "IQ720_TOKEN_DIR")]
     pub token_dir: Option<PathBuf>,
+    /// After SIGTERM/SIGINT with positions open: keep serving the API this long so the
+    /// operator can close them (exit as soon as the bot is flat); `0` exits at once.
+    /// Trading stops at the signal either way; a second signal exits at once.
+    #[arg(
+        long,
+        env = "IQ720_SHUTDOWN_DRAIN",
+        default_value = DEFAULT_SHUTDOWN_DRAIN,
+        value_parser = parse_drain
+    )]
+    pub shutdown_drain: Duration,
+}
+
+/// Parse a `--shutdown-drain` value: a duration like the config file's (`15s`, `1m`,
+/// `500ms`) or a bare `0` (disabled).
+pub fn parse_drain(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    crate::config::HumanDuration::parse(s)
+        .map(|d| d.0)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let mut all = vec!["iq720-bot", "run", "--config", "c.yaml"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all)?.command {
+            Command::Run(a) => Ok(a),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn shutdown_drain_defaults_to_15s_and_parses_durations_and_zero() {
+        if std::env::var_os("IQ720_SHUTDOWN_DRAIN").is_none() {
+            assert_eq!(
+                run_args(&[]).unwrap().shutdown_drain,
+                Duration::from_secs(15)
+            );
+        }
+        let d = |v: &str| run_args(&["--shutdown-drain", v]).map(|a| a.shutdown_drain);
+        assert_eq!(d("0").unwrap(), Duration::ZERO);
+        assert_eq!(d("0s").unwrap(), Duration::ZERO);
+        assert_eq!(d("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(d("250ms").unwrap(), Duration::from_millis(250));
+        let e = d("15").unwrap_err().to_string();
+        assert!(e.contains("--shutdown-drain"), "{e}");
+        assert!(d("-1s").is_err());
+    }
 }

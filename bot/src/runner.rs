@@ -1,6 +1,10 @@
 //! The running bot: shared state, the engine loop thread, and the control operations
 //! the API calls (pause, resume, close-all, config patch, data source switch).
 //!
+//! On SIGTERM/SIGINT the server sets [`Bot::draining`]: the engine loop ends (no new
+//! entries, no exits of its own), while the API keeps answering so the operator can
+//! still close the positions over it; see `server.rs` for when the process then exits.
+//!
 //! The engine loop also keeps [`IterationHealth`]: a loop that still turns but fails at
 //! every step (its database writes keep failing, its state lock is poisoned) is as
 //! useless as a stuck one, and `/healthz` must say so, so the kubelet restarts the bot,
@@ -220,8 +224,14 @@ pub struct Bot {
     heartbeat_ms: AtomicU64,
     /// True while a restore or startup recovery runs (readyz fails).
     pub restoring: AtomicBool,
-    /// Set to stop the engine loop.
+    /// Set to stop the engine loop and the helper threads.
     pub shutdown: AtomicBool,
+    /// Set on the first SIGTERM/SIGINT: the engine loop stops trading (it ends), the API
+    /// keeps serving, `/readyz` reports not ready and `/healthz` reports `draining`.
+    /// Never persisted: a restart trades as before.
+    pub draining: AtomicBool,
+    /// [`Bot::mono_ms`] when the last `/api/v1` request finished (0: none yet).
+    last_api_ms: AtomicU64,
     close_all_inflight: Mutex<Option<CloseAllRun>>,
     tick_interval: Duration,
     /// Consecutive failed engine iterations (`/healthz`).
@@ -280,6 +290,8 @@ impl Bot {
             heartbeat_ms: AtomicU64::new(0),
             restoring: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            last_api_ms: AtomicU64::new(0),
             close_all_inflight: Mutex::new(None),
             tick_interval,
             iteration_health: IterationHealth::new(UNHEALTHY_AFTER_FAILED_ITERATIONS),
@@ -296,6 +308,47 @@ impl Bot {
     /// Monotonic ms since start.
     pub fn mono_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// Record that an `/api/v1` request just finished (the shutdown drain waits for the
+    /// API to fall quiet before it exits, so a caller's follow-up request still lands).
+    pub fn note_api_request(&self) {
+        self.last_api_ms.store(self.mono_ms(), Ordering::Relaxed);
+    }
+
+    /// Time since the last `/api/v1` request finished (since start if none).
+    pub fn api_quiet_for(&self) -> Duration {
+        Duration::from_millis(
+            self.mono_ms()
+                .saturating_sub(self.last_api_ms.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// Whether trading has stopped for shutdown (see [`Bot::draining`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Open trades, orphans included (what close-all would close).
+    pub fn open_positions(&self) -> Result<usize, ControlError> {
+        Ok(self.lock_ctl()?.engine.open_count())
+    }
+
+    /// Stop trading for shutdown: set [`Bot::draining`] under the engine lock, so once
+    /// this returns no engine iteration opens or closes anything (one that was waiting
+    /// for the lock sees the flag and does nothing). Returns the open positions at that
+    /// moment. Nothing is persisted. The flag is set even if the lock is poisoned.
+    pub fn stop_trading(&self) -> Result<usize, ControlError> {
+        match self.lock_ctl() {
+            Ok(core) => {
+                self.draining.store(true, Ordering::Relaxed);
+                Ok(core.engine.open_count())
+            }
+            Err(e) => {
+                self.draining.store(true, Ordering::Relaxed);
+                Err(e)
+            }
+        }
     }
 
     /// Lock the core.
@@ -323,7 +376,7 @@ impl Bot {
             .lock()
             .map(|c| c.config.snapshot_interval.0)
             .unwrap_or(Duration::from_secs(60));
-        while !self.shutdown.load(Ordering::Relaxed) {
+        while !self.shutdown.load(Ordering::Relaxed) && !self.is_draining() {
             next += self.tick_interval;
             let now = Instant::now();
             if next > now {
@@ -358,7 +411,10 @@ impl Bot {
                 .set(i64::from(self.iteration_health.consecutive_failures()));
             self.heartbeat_ms.store(self.mono_ms(), Ordering::Relaxed);
         }
-        info!("engine loop stopped");
+        info!(
+            draining = self.is_draining(),
+            "engine loop stopped; this process opens and closes no more trades on its own"
+        );
     }
 
     /// One turn of the loop: poll ticks, decide, persist, maybe snapshot. A failed write
@@ -367,6 +423,10 @@ impl Bot {
         let mono = self.mono_ms();
         let wall = wall_ms();
         let mut guard = self.lock()?;
+        if self.is_draining() {
+            // Trading stopped while this iteration waited for the lock.
+            return Ok(IterationOutcome::Idle);
+        }
         let core = &mut *guard;
         core.ticks.clear();
         core.events.clear();

@@ -176,7 +176,9 @@ async fn require_token(State(bot): State<AppState>, req: Request, next: Next) ->
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return resp;
     }
-    next.run(req).await
+    let resp = next.run(req).await;
+    bot.note_api_request();
+    resp
 }
 
 async fn not_found() -> ApiError {

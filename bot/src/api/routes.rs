@@ -106,11 +106,16 @@ fn parse_time(field: &str, v: &str) -> Result<i64, ApiError> {
 
 /// `GET /healthz`: the process answers, the engine loop iterated recently, and its
 /// iterations are not failing one after another (see [`crate::runner::IterationHealth`]).
+/// During the shutdown drain the engine loop has ended on purpose: 200 with status
+/// `draining`, so a liveness probe does not kill the process while the operator closes
+/// its positions.
 pub async fn healthz(State(bot): State<AppState>) -> Response {
     let age = bot.loop_age();
     let timeout = bot.loop_timeout();
     let health = &bot.iteration_health;
-    let (status, reason) = if age > timeout {
+    let (status, reason) = if bot.is_draining() {
+        ("draining", None)
+    } else if age > timeout {
         (
             "engine loop stuck",
             Some(format!(
@@ -147,7 +152,8 @@ pub async fn healthz(State(bot): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// `GET /readyz`: market data fresh, database writable, not restoring.
+/// `GET /readyz`: market data fresh, database writable, not restoring, not shutting
+/// down (during the shutdown drain the bot no longer trades, so it is not ready).
 pub async fn readyz(State(bot): State<AppState>) -> Response {
     let res = blocking(&bot, |bot| {
         let feed = bot.feed_fresh().unwrap_or(false);
@@ -160,7 +166,8 @@ pub async fn readyz(State(bot): State<AppState>) -> Response {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
-    let ready = feed && db.is_ok() && !restoring;
+    let draining = bot.is_draining();
+    let ready = feed && db.is_ok() && !restoring && !draining;
     let body = json!({
         "ready": ready,
         "checks": {
@@ -168,6 +175,7 @@ pub async fn readyz(State(bot): State<AppState>) -> Response {
             "databaseWritable": db.is_ok(),
             "databaseError": db.err(),
             "restoring": restoring,
+            "draining": draining,
         }
     });
     let code = if ready {
@@ -511,5 +519,43 @@ mod tests {
         }
         bot.shutdown.store(true, Ordering::Relaxed);
         engine.join().unwrap();
+    }
+
+    async fn body_json(resp: Response) -> Value {
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn draining_ends_the_engine_loop_keeps_healthz_ok_and_readyz_not_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::from_yaml(&format!(
+            "pairs: [A/B]\nmarketData: {{tickRate: 100}}\ndataDir: {}\n",
+            dir.path().join("data").display()
+        ))
+        .unwrap();
+        let bot = Bot::new(cfg, Arc::new(TokenStore::new(&dir.path().join("tokens")))).unwrap();
+        let engine = bot.spawn_engine().unwrap();
+        bot.draining.store(true, Ordering::Relaxed);
+        // The loop ends on its own (shutdown is not set).
+        engine.join().unwrap();
+        assert!(!bot.shutdown.load(Ordering::Relaxed));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let health = rt.block_on(healthz(State(bot.clone())));
+        assert_eq!(health.status(), StatusCode::OK);
+        let h = rt.block_on(body_json(health));
+        assert_eq!(h["status"], "draining", "{h}");
+        assert!(h["reason"].is_null(), "{h}");
+        let ready = rt.block_on(readyz(State(bot.clone())));
+        assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let r = rt.block_on(body_json(ready));
+        assert_eq!(r["ready"], false, "{r}");
+        assert_eq!(r["checks"]["draining"], true, "{r}");
+        assert_eq!(r["checks"]["databaseWritable"], true, "{r}");
     }
 }
