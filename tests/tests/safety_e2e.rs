@@ -305,6 +305,73 @@ async fn foreign_objects_are_never_taken_over() {
     teardown(e).await;
 }
 
+/// Item 6: foreground deletion (Argo CD's default) deletes the pod while the finalizer
+/// runs; positions are still closed. The same bot recreated over its retained volume is
+/// not left halted without a word.
+#[tokio::test]
+async fn foreground_deletion_closes_positions_and_a_recreated_bot_trades() {
+    let e = env().await;
+    let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-safe-6", &[]).await;
+    let client = e.cluster.client.clone();
+    apply_yaml(&client, Some(e.ns.name()), &bot_yaml("fg", ""))
+        .await
+        .unwrap();
+    wait_bot(
+        &e,
+        "fg",
+        "open positions",
+        |b| {
+            b.status
+                .as_ref()
+                .and_then(|s| s.open_positions)
+                .unwrap_or(0)
+                > 0
+        },
+        &op,
+    )
+    .await;
+    bots(&e)
+        .delete("fg", &kube::api::DeleteParams::foreground())
+        .await
+        .unwrap();
+    poll_until(
+        "TradingBot deleted",
+        DEADLINE,
+        Duration::from_millis(200),
+        || {
+            let api = bots(&e);
+            async move { api.get_opt("fg").await.ok()?.is_none().then_some(()) }
+        },
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", op.log_text()));
+    let reasons = events(&e, "fg").await;
+    assert!(
+        reasons.iter().any(|r| r == "PositionsClosed"),
+        "foreground deletion must still close positions: {reasons:?}\n{}",
+        op.log_text()
+    );
+    assert!(
+        !reasons.iter().any(|r| r == "PositionsMayRemainOpen"),
+        "{reasons:?}"
+    );
+    // Recreated over the retained claim: the close-all halt is in its database.
+    apply_yaml(&client, Some(e.ns.name()), &bot_yaml("fg", ""))
+        .await
+        .unwrap();
+    wait_bot(
+        &e,
+        "fg",
+        "recreated bot trades",
+        |b| phase(b) == Some(TradingBotPhase::Running),
+        &op,
+    )
+    .await;
+    bot_reports(&e, "fg", "not halted", |s| s["halted"] == false).await;
+    assert!(events(&e, "fg").await.iter().any(|r| r == "Resumed"));
+    teardown(e).await;
+}
+
 /// One bad spec: a merge patch over a valid bot (or a bad name), and the words the
 /// admission error or the `InvalidSpec` message must contain.
 struct Case {
@@ -475,9 +542,9 @@ fn corpus() -> Vec<Case> {
             &["exchange is not supported"],
         ),
         case(
-            "c-stale-tiny",
-            json!({"marketData": {"staleAfter": "500ms"}}),
-            &["at least 1s"],
+            "c-mem-negative",
+            json!({"resources": {"limits": {"memory": "-1Gi"}}}),
+            &["must not be negative"],
         ),
         case(
             "c-rotation-0",
