@@ -875,3 +875,65 @@ pub struct HotLogs {
     /// Rotated files older than this are deleted (whole days).
     pub delete_after: HumanDuration,
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn with_pairs() -> Config {
+        Config {
+            pairs: vec!["BTC/USDT".into()],
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn defaults_with_pairs_are_valid_and_round_trip() {
+        let c = with_pairs();
+        assert_eq!(c.problems(), Vec::<Problem>::new());
+        let text = serde_yaml::to_string(&c).unwrap();
+        assert_eq!(Config::from_yaml(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn problems_lists_everything_and_validate_reports_the_first() {
+        let mut c = with_pairs();
+        c.risk.max_positions = 101;
+        c.strategy.params.insert("rsiPeriod".into(), 1.0);
+        c.logs.compress_after = HumanDuration::parse("36h").unwrap();
+        c.logs.delete_after = HumanDuration::parse("2d").unwrap();
+        let fields: Vec<String> = c.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "strategy.params.rsiPeriod",
+                "risk.maxPositions",
+                "logs.deleteAfter"
+            ]
+        );
+        match c.validate() {
+            Err(ConfigError::Invalid { field, .. }) => {
+                assert_eq!(field, "strategy.params.rsiPeriod")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_identical_backup_is_refused() {
+        let mut c = with_pairs();
+        c.market_data.backup = Some(c.market_data.primary.clone());
+        let fields: Vec<String> = c.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["marketData.backup"]);
+        c.market_data.backup = Some(SourceConfig::simulator(2));
+        assert!(c.problems().is_empty());
+    }
+
+    #[test]
+    fn the_whole_document_reads_as_its_hot_part() {
+        let c = with_pairs();
+        let hot: HotConfig = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+        assert_eq!(hot, c.hot());
+    }
+}
