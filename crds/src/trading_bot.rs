@@ -248,9 +248,9 @@ pub enum StrategyName {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RiskSpec {
-    /// Maximum number of positions open at once (at least 1).
+    /// Maximum number of positions open at once (1 to 100).
     #[serde(default = "default_max_positions")]
-    #[x_kube(validation = Rule::new("self >= 1").message("maxPositions must be at least 1"))]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("maxPositions must be between 1 and 100 (the bot holds at most 100 positions)"))]
     pub max_positions: i32,
     /// Maximum notional size of one position in the quote currency, for example 1000 (USDT).
     #[serde(default = "default_max_position_size")]

@@ -126,11 +126,13 @@ fn percentages_are_in_range() {
 }
 
 #[test]
-fn max_positions_at_least_one() {
-    assert_rejected::<TradingBot>(
-        bot(with(valid_spec(), "/risk/maxPositions", json!(0))),
-        "maxPositions must be at least 1",
-    );
+fn max_positions_between_one_and_the_bots_limit() {
+    for n in [0, 101, 1000] {
+        assert_rejected::<TradingBot>(
+            bot(with(valid_spec(), "/risk/maxPositions", json!(n))),
+            "maxPositions must be between 1 and 100",
+        );
+    }
 }
 
 #[test]

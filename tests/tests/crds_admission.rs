@@ -127,7 +127,7 @@ async fn invalid_specs_are_rejected_at_admission_with_their_message() {
         (bot("  version: \"0.1.0\"\n  pairs: [BTC/USDT]\n  mode: yolo\n"), "Unsupported value: \"yolo\""),
         (bot("  version: \"0.1.0\"\n  pairs: [BTC/USDT]\n  risk: {positionRiskPercent: 150}\n"), "positionRiskPercent must be greater than 0 and at most 100"),
         (bot("  version: \"0.1.0\"\n  pairs: [BTC/USDT]\n  risk: {maxDrawdownPercent: 0}\n"), "maxDrawdownPercent must be greater than 0"),
-        (bot("  version: \"0.1.0\"\n  pairs: [BTC/USDT]\n  risk: {maxPositions: 0}\n"), "maxPositions must be at least 1"),
+        (bot("  version: \"0.1.0\"\n  pairs: [BTC/USDT]\n  risk: {maxPositions: 0}\n"), "maxPositions must be between 1 and 100"),
         (bot("  version: \"not a version\"\n  pairs: [BTC/USDT]\n"), "version must be a release"),
         (bot("  version: latest\n  pairs: [BTC/USDT]\n"), "version 'latest' is not allowed"),
         (bot("  version: \"0.1.0\"\n  pairs: [BTC/USDT]\n  logs: {compressAfter: 7days}\n"), "must be a duration"),

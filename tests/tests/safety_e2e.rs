@@ -542,6 +542,11 @@ fn corpus() -> Vec<Case> {
             &["exchange is not supported"],
         ),
         case(
+            "c-maxpos-1000",
+            json!({"risk": {"maxPositions": 1000}}),
+            &["maxPositions must be between 1 and 100"],
+        ),
+        case(
             "c-mem-negative",
             json!({"resources": {"limits": {"memory": "-1Gi"}}}),
             &["must not be negative"],
