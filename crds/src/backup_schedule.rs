@@ -58,6 +58,13 @@ pub struct BackupScheduleSpec {
     /// Stop taking scheduled backups; on-demand backups still run.
     #[serde(default)]
     pub suspend: bool,
+    /// Spread the bots of a scheduled run over this many seconds: each bot starts
+    /// after a fixed delay derived from its namespace and name (the same every run),
+    /// so many bots do not all upload in the same second. 0 (the default) starts
+    /// every bot at the slot.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 3600").message("jitterSeconds must be between 0 and 3600"))]
+    pub jitter_seconds: i32,
 }
 
 /// Retention of backups, per bot.
@@ -67,6 +74,7 @@ pub struct RetentionSpec {
     /// Number of newest backups to keep per bot (at least 1).
     #[serde(default = "default_keep_last")]
     #[x_kube(validation = Rule::new("self >= 1").message("retention.keepLast must be at least 1 so that the newest backup is never deleted"))]
+    #[x_kube(validation = Rule::new("self <= 100").message("retention.keepLast must be at most 100 (every kept backup is listed in the status)"))]
     pub keep_last: i32,
     /// Delete backups older than this, for example `30d`, but never one of the
     /// `keepLast` newest.
@@ -98,15 +106,25 @@ pub enum BackupResult {
     PartiallyFailed,
     /// No backup succeeded.
     Failed,
+    /// Nothing was backed up and nothing failed: no bot selected, or every selected
+    /// bot was stopped (emergency stop; see the BotStopped Events).
+    Skipped,
 }
 
 /// Observed state of a backup schedule.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupScheduleStatus {
-    /// When the last backup run started.
+    /// The schedule slot of the last scheduled run (on-demand runs do not change it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<Time>,
+    /// When the last run (scheduled, on-demand or retry) started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_time: Option<Time>,
+    /// Runs in a row that did not back up every bot they should have; a failed run is
+    /// retried with exponential backoff until the next slot.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_failures: i32,
     /// When the next scheduled run is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<Time>,
@@ -116,7 +134,8 @@ pub struct BackupScheduleStatus {
     /// Value of the backup-now annotation handled last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_on_demand_request: Option<String>,
-    /// Newest backups, newest first (at most 20).
+    /// Backups the operator wrote and still keeps, newest first. Retention removes an
+    /// entry together with its object.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_backups: Vec<BackupRecord>,
     /// Standard conditions: Ready, InvalidSpec, LastBackupSucceeded.
@@ -142,6 +161,13 @@ pub struct BackupRecord {
     /// Whether the object was downloaded again and verified.
     #[serde(default)]
     pub verified: bool,
+    /// Why verification failed, when it did (the backup does not count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_error: Option<String>,
     /// When the backup finished.
     pub completed_at: Time,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }

@@ -7,6 +7,7 @@
 //! folder whose reconcile is an explicit pipeline, one module per step (see
 //! [`tradingbot::pipeline`]).
 
+pub mod backupschedule;
 pub mod botlink;
 pub mod cli;
 pub mod manager;

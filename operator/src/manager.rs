@@ -142,7 +142,15 @@ pub async fn run(args: RunArgs) -> Result<(), ManagerError> {
 
 async fn run_controllers(ctx: &Context, args: &RunArgs) {
     info!(namespace = ?args.namespace, "starting the TradingBot controller");
-    crate::tradingbot::run(Arc::new(ctx.clone()), args.namespace.clone()).await;
+    let tradingbots = crate::tradingbot::run(Arc::new(ctx.clone()), args.namespace.clone());
+    // BackupSchedule controller (issue 9): runs beside the TradingBot controller.
+    info!(namespace = ?args.namespace, "starting the BackupSchedule controller");
+    let backups = crate::backupschedule::run(
+        Arc::new(ctx.clone()),
+        args.namespace.clone(),
+        crate::backupschedule::BackupSettings::default(),
+    );
+    tokio::join!(tradingbots, backups);
 }
 
 /// Waits for the Lease, runs the controllers while it is held, releases it on a clean

@@ -126,6 +126,51 @@ impl BotApi {
         self.request(endpoint, method, path, body, timeout).await
     }
 
+    /// Sends one request without a body and returns the answer's body unread, as a
+    /// stream of frames, for answers too large to hold in memory (the backup archive
+    /// of `POST /api/v1/backup`). `timeout` bounds only the wait for the response
+    /// head; the caller bounds reading the body. A non-200 answer is read (it is a
+    /// small JSON error) and returned as [`BotApiError::Status`].
+    pub async fn call_stream(
+        &self,
+        endpoint: &BotEndpoint,
+        method: Method,
+        path: &str,
+        timeout: Option<Duration>,
+    ) -> Result<hyper::body::Incoming, BotApiError> {
+        let uri = format!("{}{}", endpoint.base, path);
+        let request = Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", endpoint.token))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| BotApiError::Unreachable(format!("bad request for {path}: {e}")))?;
+        let deadline = timeout.unwrap_or(self.timeout);
+        let response = tokio::time::timeout(deadline, self.client.request(request))
+            .await
+            .map_err(|_| BotApiError::Unreachable(format!("{path} timed out after {deadline:?}")))?
+            .map_err(|e| BotApiError::Unreachable(format!("{path}: {e}")))?;
+        let status = response.status();
+        if status == StatusCode::OK {
+            return Ok(response.into_body());
+        }
+        let bytes = tokio::time::timeout(deadline, response.into_body().collect())
+            .await
+            .map_err(|_| BotApiError::Unreachable(format!("{path} body timed out")))?
+            .map_err(|e| BotApiError::Unreachable(format!("{path} body: {e}")))?
+            .to_bytes();
+        let (code, message) = match serde_json::from_slice::<ErrorResponse>(&bytes) {
+            Ok(e) => (e.error.code, e.error.message),
+            Err(_) => (String::new(), "no message".to_string()),
+        };
+        Err(BotApiError::Status {
+            status: status.as_u16(),
+            path: path.to_string(),
+            code,
+            message,
+        })
+    }
+
     /// Sends one request with an optional JSON body and decodes the answer as `T`.
     async fn request<B, T>(
         &self,

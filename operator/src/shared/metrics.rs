@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Observes the duration of one reconcile when dropped (on every return path).
@@ -41,6 +41,15 @@ pub struct Metrics {
     pub hot_reloads: IntCounterVec,
     /// 1 while this replica runs the controllers (holds the leader Lease), else 0.
     pub leader: IntGauge,
+    /// Backups of one bot by result (`succeeded`, `skipped` or a failure label).
+    pub backups: IntCounterVec,
+    /// Duration of one bot's backup attempt (upload and verification), by result.
+    pub backup_duration: HistogramVec,
+    /// Bytes of backup archives written to S3.
+    pub backup_bytes: IntCounter,
+    /// Unix time of each bot's newest verified backup; its age is
+    /// `time() - iq720_operator_backup_newest_verified_timestamp_seconds`.
+    pub backup_newest_verified: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -123,6 +132,38 @@ impl Metrics {
         registry.register(Box::new(status_writes.clone()))?;
         registry.register(Box::new(hot_reloads.clone()))?;
         registry.register(Box::new(leader.clone()))?;
+        let backups = IntCounterVec::new(
+            Opts::new(
+                "iq720_operator_backups_total",
+                "Backups of one bot, by result",
+            ),
+            &["result"],
+        )?;
+        let backup_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "iq720_operator_backup_duration_seconds",
+                "Duration of one bot's backup attempt (upload and verification)",
+            )
+            .buckets(vec![
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+            ]),
+            &["result"],
+        )?;
+        let backup_bytes = IntCounter::new(
+            "iq720_operator_backup_bytes_total",
+            "Bytes of backup archives written to S3",
+        )?;
+        let backup_newest_verified = IntGaugeVec::new(
+            Opts::new(
+                "iq720_operator_backup_newest_verified_timestamp_seconds",
+                "Unix time of the newest verified backup of a bot (age = time() - value)",
+            ),
+            &["namespace", "bot"],
+        )?;
+        registry.register(Box::new(backups.clone()))?;
+        registry.register(Box::new(backup_duration.clone()))?;
+        registry.register(Box::new(backup_bytes.clone()))?;
+        registry.register(Box::new(backup_newest_verified.clone()))?;
         Ok(Self {
             registry,
             reconciliations,
@@ -134,6 +175,10 @@ impl Metrics {
             status_writes,
             hot_reloads,
             leader,
+            backups,
+            backup_duration,
+            backup_bytes,
+            backup_newest_verified,
         })
     }
 
