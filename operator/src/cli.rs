@@ -104,6 +104,14 @@ pub struct RunArgs {
     /// Deadline for an emergency close-all before the bot is scaled to zero anyway.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub close_all_deadline: Duration,
+    /// How often a running bot's live figures (PnL, win rate) may be written to its
+    /// status when nothing else changed (phase, conditions and positions are written at
+    /// once; Prometheus carries the figures in between).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub status_figures_interval: Duration,
+    /// Most reconciles running at once per controller.
+    #[arg(long, default_value_t = 32)]
+    pub max_concurrent_reconciles: u16,
 }
 
 /// Errors of the command-line front end.

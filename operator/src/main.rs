@@ -11,6 +11,9 @@ use iq720_operator::cli;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // kube and aws-sdk-s3 both use rustls; with two crypto providers compiled in,
+    // rustls cannot pick one by itself, so the process chooses ring once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = cli::Cli::parse();
     if matches!(cli.command, cli::Command::Run(_)) {
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

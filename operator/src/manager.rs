@@ -103,6 +103,8 @@ pub async fn run(args: RunArgs) -> Result<(), ManagerError> {
     let settings = Settings {
         bot_poll_interval: args.bot_poll_interval,
         close_all_deadline: args.close_all_deadline,
+        status_figures_interval: args.status_figures_interval,
+        max_concurrent_reconciles: args.max_concurrent_reconciles,
         bot_ingress: BotIngress {
             operator_namespace: args.operator_namespace.clone(),
             metrics_scraper_namespaces: args.metrics_scraper_namespaces.clone(),

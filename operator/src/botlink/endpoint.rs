@@ -69,6 +69,14 @@ impl PodLookup {
     }
 }
 
+/// The lookup result for a pod read from a cache (`None`: no such pod).
+pub fn from_cached(pod: Option<&Pod>, token: &str) -> PodLookup {
+    match pod {
+        None => PodLookup::Missing,
+        Some(pod) => from_pod(pod, token).map_or(PodLookup::NoAddress, PodLookup::Found),
+    }
+}
+
 /// Looks up the bot's pod (terminating pods included: they still answer during their
 /// grace period).
 pub async fn lookup(client: &Client, bot: &BotRef, token: &str) -> Result<PodLookup, kube::Error> {

@@ -13,6 +13,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::cache::{AppliedMemory, content_hash};
+
 /// Why an apply did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -72,15 +74,26 @@ pub fn is_controlled_by<K: Resource>(obj: &K, owner_uid: &str) -> bool {
         .any(|r| r.uid == owner_uid && r.controller == Some(true))
 }
 
+/// What the caller knows about the stored object.
+pub enum Known<K> {
+    /// No cache: read it from the apiserver.
+    Unknown,
+    /// From a synced cache: the object (or `None` when it does not exist).
+    Cached(Option<std::sync::Arc<K>>),
+}
+
 /// Applies `obj` with server-side apply under `field_manager` after checking that an
-/// existing object of the same name is controlled by `owner_uid`. Returns the stored
-/// object.
+/// existing object of the same name is controlled by `owner_uid`. Skips the write when
+/// `memory` shows this process applied the same content and the object is unchanged
+/// since. Returns whether it wrote.
 pub async fn apply_owned<K>(
     client: &Client,
     field_manager: &str,
     obj: &K,
     owner_uid: &str,
-) -> Result<K, ApplyError>
+    known: Known<K>,
+    memory: &AppliedMemory,
+) -> Result<bool, ApplyError>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
@@ -97,8 +110,16 @@ where
         name: name.clone(),
         source,
     };
-    if let Some(existing) = api.get_opt(&name).await.map_err(kube_err)?
-        && !is_controlled_by(&existing, owner_uid)
+    let existing = match known {
+        Known::Cached(found) => found,
+        Known::Unknown => api
+            .get_opt(&name)
+            .await
+            .map_err(kube_err)?
+            .map(std::sync::Arc::new),
+    };
+    if let Some(existing) = &existing
+        && !is_controlled_by(existing.as_ref(), owner_uid)
     {
         return Err(ApplyError::NotOwned { kind, name });
     }
@@ -108,10 +129,17 @@ where
     })?;
     value["apiVersion"] = json!(K::api_version(&()));
     value["kind"] = json!(K::kind(&()));
+    let hash = content_hash(&value);
+    if memory.unchanged(existing.as_deref(), &ns, &name, &hash) {
+        return Ok(false);
+    }
     let params = PatchParams::apply(field_manager).force();
-    api.patch(&name, &params, &Patch::Apply(&value))
+    let stored = api
+        .patch(&name, &params, &Patch::Apply(&value))
         .await
-        .map_err(kube_err)
+        .map_err(kube_err)?;
+    memory.record(&stored, &hash);
+    Ok(true)
 }
 
 #[cfg(test)]

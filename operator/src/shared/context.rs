@@ -1,16 +1,17 @@
 //! State shared by every reconcile of every controller: client, event recorder,
 //! metrics, the bot API client and tunables. One `Context` per operator process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tracing::warn;
 
+use super::cache::{AppliedMemory, ObjectCache, TokenCache};
 use super::metrics::Metrics;
 use crate::botlink::client::BotApi;
 
@@ -39,6 +40,12 @@ pub struct Settings {
     pub bot_api_timeout: Duration,
     /// Who the bots' NetworkPolicies admit.
     pub bot_ingress: BotIngress,
+    /// How often a running bot's live figures (PnL, win rate) may be written to its
+    /// status when nothing else changed; phase, conditions and open positions are
+    /// written at once. Prometheus metrics carry the high-frequency figures.
+    pub status_figures_interval: Duration,
+    /// Most reconciles running at once per controller.
+    pub max_concurrent_reconciles: u16,
 }
 
 impl Default for Settings {
@@ -48,6 +55,8 @@ impl Default for Settings {
             close_all_deadline: Duration::from_secs(10),
             bot_api_timeout: Duration::from_secs(3),
             bot_ingress: BotIngress::default(),
+            status_figures_interval: Duration::from_secs(60),
+            max_concurrent_reconciles: 32,
         }
     }
 }
@@ -71,6 +80,14 @@ pub struct Context {
     leading: Arc<AtomicBool>,
     /// Last known phase of every bot, for the bots-by-phase gauge.
     phases: Arc<Mutex<BTreeMap<(String, String), String>>>,
+    /// Reflector stores of owned objects and pods (reads go here, not the apiserver).
+    pub cache: ObjectCache,
+    /// What this process applied last, to skip applies that would change nothing.
+    pub applied: AppliedMemory,
+    /// Bots' API tokens, read once from their Secrets.
+    pub tokens: TokenCache,
+    /// When each object's status was last written, to bound figure-only writes.
+    status_written: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl Context {
@@ -93,6 +110,31 @@ impl Context {
             settings,
             leading: Arc::new(AtomicBool::new(false)),
             phases: Arc::new(Mutex::new(BTreeMap::new())),
+            cache: ObjectCache::default(),
+            applied: AppliedMemory::default(),
+            tokens: TokenCache::default(),
+            status_written: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Whether a status write that changes only live figures is due for `key`
+    /// (never written, or written longer than `status_figures_interval` ago).
+    pub fn figures_due(&self, key: &str) -> bool {
+        let Ok(map) = self.status_written.lock() else {
+            return true;
+        };
+        map.get(key)
+            .is_none_or(|at| at.elapsed() >= self.settings.status_figures_interval)
+    }
+
+    /// Records that `key`'s status was written now (`None`: forget it).
+    pub fn status_written(&self, key: &str, written: bool) {
+        if let Ok(mut map) = self.status_written.lock() {
+            if written {
+                map.insert(key.to_string(), Instant::now());
+            } else {
+                map.remove(key);
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 //! controller means adding a folder beside this one.
 
 pub mod apply;
+pub mod cache;
 pub mod conditions;
 pub mod context;
 pub mod health;

@@ -13,15 +13,15 @@
 //! with the `StorageInSync` condition, and everything else keeps being reconciled.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use super::build::stateful_set::DATA_VOLUME;
 use super::build::{DesiredObjects, Owner};
 use crate::FIELD_MANAGER;
-use crate::shared::apply::{ApplyError, apply_owned, is_controlled_by};
+use crate::shared::apply::{ApplyError, Known, apply_owned, is_controlled_by};
+use crate::shared::cache::{Stores, lookup};
 use crate::shared::context::Context;
 use crate::shared::quantity;
 
@@ -46,6 +46,8 @@ pub struct ApplyOutcome {
     pub failures: Vec<ApplyError>,
     /// What happened to a storage change.
     pub storage: Option<StorageOutcome>,
+    /// Objects actually written (the rest were unchanged).
+    pub writes: usize,
 }
 
 impl ApplyOutcome {
@@ -78,22 +80,82 @@ pub async fn apply_all(ctx: &Context, owner: &Owner, desired: &mut DesiredObject
         Err(e) => outcome.failures.push(e),
     }
     let client = &ctx.client;
+    let mem = &ctx.applied;
+    let ns = owner.namespace.as_str();
+    let stores = ctx.cache.stores();
+    let name_of = |m: &kube::api::ObjectMeta| m.name.clone().unwrap_or_default();
+    let cm_name = name_of(&desired.config_map.metadata);
+    let svc_name = name_of(&desired.service.metadata);
+    let np_name = name_of(&desired.network_policy.metadata);
+    let sts_name = name_of(&desired.stateful_set.metadata);
     let results = [
-        apply_owned::<ConfigMap>(client, FIELD_MANAGER, &desired.config_map, uid)
-            .await
-            .err(),
-        apply_owned::<Service>(client, FIELD_MANAGER, &desired.service, uid)
-            .await
-            .err(),
-        apply_owned::<NetworkPolicy>(client, FIELD_MANAGER, &desired.network_policy, uid)
-            .await
-            .err(),
-        apply_owned::<StatefulSet>(client, FIELD_MANAGER, &desired.stateful_set, uid)
-            .await
-            .err(),
+        apply_owned(
+            client,
+            FIELD_MANAGER,
+            &desired.config_map,
+            uid,
+            stores.map_or(Known::Unknown, |s: &Stores| {
+                Known::Cached(lookup(&s.configmaps, ns, &cm_name))
+            }),
+            mem,
+        )
+        .await,
+        apply_owned(
+            client,
+            FIELD_MANAGER,
+            &desired.service,
+            uid,
+            stores.map_or(Known::Unknown, |s| {
+                Known::Cached(lookup(&s.services, ns, &svc_name))
+            }),
+            mem,
+        )
+        .await,
+        apply_owned(
+            client,
+            FIELD_MANAGER,
+            &desired.network_policy,
+            uid,
+            stores.map_or(Known::Unknown, |s| {
+                Known::Cached(lookup(&s.network_policies, ns, &np_name))
+            }),
+            mem,
+        )
+        .await,
+        apply_owned(
+            client,
+            FIELD_MANAGER,
+            &desired.stateful_set,
+            uid,
+            stores.map_or(Known::Unknown, |s| {
+                Known::Cached(lookup(&s.statefulsets, ns, &sts_name))
+            }),
+            mem,
+        )
+        .await,
     ];
-    outcome.failures.extend(results.into_iter().flatten());
+    for r in results {
+        match r {
+            Ok(true) => outcome.writes += 1,
+            Ok(false) => {}
+            Err(e) => outcome.failures.push(e),
+        }
+    }
     outcome
+}
+
+/// The bot's StatefulSet: from the cache when there is one, else from the apiserver.
+async fn current_stateful_set(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<StatefulSet>, kube::Error> {
+    if let Some(stores) = ctx.cache.stores() {
+        return Ok(lookup(&stores.statefulsets, namespace, name).map(|s| (*s).clone()));
+    }
+    Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await
 }
 
 /// Sets the bot's StatefulSet to zero replicas with a merge patch of that one field.
@@ -105,6 +167,8 @@ pub async fn apply_all(ctx: &Context, owner: &Owner, desired: &mut DesiredObject
 pub async fn scale_to_zero(ctx: &Context, owner: &Owner) -> Result<(), kube::Error> {
     let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let name = super::build::labels::workload_name(&owner.name);
+    // A fresh read: this is the emergency path, and a lagging cache must not make it
+    // skip the scale-down.
     let Some(existing) = api.get_opt(&name).await? else {
         return Ok(());
     };
@@ -131,14 +195,16 @@ async fn reconcile_storage(
     owner: &Owner,
     desired: &mut StatefulSet,
 ) -> Result<StorageOutcome, ApplyError> {
-    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let name = super::build::labels::workload_name(&owner.name);
     let kube_err = |source| ApplyError::Kube {
         kind: "StatefulSet".into(),
         name: name.clone(),
         source,
     };
-    let Some(existing) = api.get_opt(&name).await.map_err(kube_err)? else {
+    let Some(existing) = current_stateful_set(ctx, &owner.namespace, &name)
+        .await
+        .map_err(kube_err)?
+    else {
         return Ok(StorageOutcome::InSync);
     };
     if !is_controlled_by(&existing, &owner.reference.uid) {

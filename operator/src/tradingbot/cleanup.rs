@@ -75,5 +75,11 @@ pub async fn cleanup(bot: &TradingBot, ctx: &Context) -> Result<Action> {
         }
     }
     ctx.record_phase(&owner.namespace, &owner.name, None);
+    ctx.applied.forget_bot(&owner.namespace, &owner.name);
+    ctx.tokens.forget(&owner.namespace, &owner.name);
+    ctx.status_written(
+        &format!("{}/{}/{}", super::CONTROLLER, owner.namespace, owner.name),
+        false,
+    );
     Ok(Action::await_change())
 }

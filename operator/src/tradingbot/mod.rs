@@ -19,14 +19,18 @@ use std::time::Duration;
 use futures::StreamExt;
 use iq720_crds::TradingBot;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::{WatchStreamExt, controller};
 use tracing::{debug, warn};
 
+use crate::shared::cache::Stores;
 use crate::shared::context::Context;
 use error::Error;
 
@@ -63,25 +67,94 @@ fn error_policy(bot: Arc<TradingBot>, error: &Error, ctx: Arc<Context>) -> Actio
     Action::requeue(Duration::from_secs(5))
 }
 
+/// A watch of one kind, labelled as the operator's, feeding a reflector store and
+/// the controller's trigger at once (one watch per kind; managedFields dropped to keep
+/// the cache small).
+fn cached_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(api, config)
+            .default_backoff()
+            .modify(|o: &mut K| o.managed_fields_mut().clear()),
+    )
+    .touched_objects();
+    (store, stream)
+}
+
 /// Runs the TradingBot controller until the stream ends.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let client = ctx.client.clone();
-    let (bots, sets, maps) = match &namespace {
-        Some(ns) => (
-            Api::<TradingBot>::namespaced(client.clone(), ns),
-            Api::<StatefulSet>::namespaced(client.clone(), ns),
-            Api::<ConfigMap>::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client),
-        ),
-    };
+    fn scoped<K>(client: &kube::Client, ns: &Option<String>) -> Api<K>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=iq720-operator");
+    let (statefulsets, sts_stream) =
+        cached_watch(scoped::<StatefulSet>(&client, &namespace), owned.clone());
+    let (configmaps, cm_stream) =
+        cached_watch(scoped::<ConfigMap>(&client, &namespace), owned.clone());
+    let (services, svc_stream) =
+        cached_watch(scoped::<Service>(&client, &namespace), owned.clone());
+    let (network_policies, np_stream) =
+        cached_watch(scoped::<NetworkPolicy>(&client, &namespace), owned.clone());
+    let (pods, pod_stream) = cached_watch(scoped::<Pod>(&client, &namespace), owned);
+    let stores = Stores {
+        statefulsets,
+        configmaps,
+        services,
+        network_policies,
+        pods,
+    };
+    // Reads go to the cache only once every store has its first full list; until then
+    // they go to the apiserver (an empty store must never read as "does not exist").
+    let cache = ctx.cache.clone();
+    let ready = stores.clone();
+    tokio::spawn(async move {
+        let all = futures::future::try_join5(
+            ready.statefulsets.wait_until_ready(),
+            ready.configmaps.wait_until_ready(),
+            ready.services.wait_until_ready(),
+            ready.network_policies.wait_until_ready(),
+            ready.pods.wait_until_ready(),
+        )
+        .await;
+        if all.is_ok() {
+            cache.install(ready);
+        }
+    });
+    let bots: Api<TradingBot> = scoped(&client, &namespace);
+    let config = controller::Config::default().concurrency(ctx.settings.max_concurrent_reconciles);
     Controller::new(bots, watcher::Config::default())
-        .owns(sets, owned.clone())
-        .owns(maps, owned)
+        .with_config(config)
+        .owns_stream(sts_stream)
+        .owns_stream(cm_stream)
+        .owns_stream(svc_stream)
+        .owns_stream(np_stream)
+        .watches_stream(pod_stream, |pod: Pod| {
+            let bot = pod.labels().get(build::labels::BOT_LABEL)?.clone();
+            Some(ObjectRef::new(&bot).within(&pod.namespace()?))
+        })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

@@ -19,8 +19,10 @@ use super::error::{Error, Result};
 use super::status::{self, condition, set_condition};
 use super::{converse, emergency, validate};
 use crate::botlink::BotRef;
+use crate::botlink::client::BotApiError;
 use crate::botlink::endpoint::{self, PodLookup};
 use crate::botlink::token::{self, TokenError};
+use crate::shared::cache::lookup;
 use crate::shared::conditions;
 use crate::shared::context::Context;
 
@@ -94,18 +96,25 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner) -> Result<Action> {
 
     // token
     let token_meta = owner.metadata(target.token_secret_name());
-    let tok = match token::ensure(&ctx.client, &target, token_meta, &owner.reference.uid).await {
-        Ok(t) => t,
-        Err(TokenError::NotOwned(name)) => {
-            let message = format!(
-                "Secret {name} exists and is not owned by this bot; refusing to take it over (delete or rename it)"
-            );
-            refuse(ctx, bot, &mut st, &message).await;
-            st.phase = Some(TradingBotPhase::Failed);
-            status::write(ctx, bot, st).await?;
-            return Ok(Action::await_change());
-        }
-        Err(e) => return Err(e.into()),
+    let cached_token = ctx.tokens.get(&owner.namespace, &owner.name);
+    let tok = match cached_token {
+        Some(t) => t,
+        None => match token::ensure(&ctx.client, &target, token_meta, &owner.reference.uid).await {
+            Ok(t) => {
+                ctx.tokens.put(&owner.namespace, &owner.name, &t);
+                t
+            }
+            Err(TokenError::NotOwned(name)) => {
+                let message = format!(
+                    "Secret {name} exists and is not owned by this bot; refusing to take it over (delete or rename it)"
+                );
+                refuse(ctx, bot, &mut st, &message).await;
+                st.phase = Some(TradingBotPhase::Failed);
+                status::write(ctx, bot, st).await?;
+                return Ok(Action::await_change());
+            }
+            Err(e) => return Err(e.into()),
+        },
     };
 
     // build, apply
@@ -197,7 +206,14 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner) -> Result<Action> {
     };
 
     // converse
-    let pod = match endpoint::lookup(&ctx.client, &target, &tok).await? {
+    let found = match ctx.cache.stores() {
+        Some(stores) => endpoint::from_cached(
+            lookup(&stores.pods, &owner.namespace, &target.pod_name()).as_deref(),
+            &tok,
+        ),
+        None => endpoint::lookup(&ctx.client, &target, &tok).await?,
+    };
+    let pod = match found {
         PodLookup::Found(p) if p.ready && !p.terminating => p,
         PodLookup::Found(_) | PodLookup::NoAddress => {
             converse::starting(&mut st, "the bot pod is not ready yet", generation);
@@ -214,6 +230,10 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner) -> Result<Action> {
         Ok(report) => status::apply_report(&mut st, &report, generation),
         Err(Error::Bot(e)) => {
             debug!(bot = %owner.name, error = %e, "bot API call failed");
+            if matches!(e, BotApiError::Status { status: 401, .. }) {
+                // The token Secret changed: read it again next time.
+                ctx.tokens.forget(&owner.namespace, &owner.name);
+            }
             set_condition(
                 &mut st.conditions,
                 condition::READY,

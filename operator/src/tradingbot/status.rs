@@ -33,6 +33,17 @@ pub mod condition {
     pub const STORAGE_IN_SYNC: &str = "StorageInSync";
 }
 
+/// Whether two statuses differ only in the live figures (PnL, win rate), which are
+/// written at a bounded rate instead of at every poll.
+pub fn only_figures_differ(old: &TradingBotStatus, new: &TradingBotStatus) -> bool {
+    let blank = |s: &TradingBotStatus| TradingBotStatus {
+        pnl: None,
+        win_rate: None,
+        ..s.clone()
+    };
+    blank(old) == blank(new)
+}
+
 /// The condition of a type in a status.
 pub fn find_condition<'a>(
     st: &'a TradingBotStatus,
@@ -44,6 +55,19 @@ pub fn find_condition<'a>(
 /// Writes the status when it differs from the stored one. Returns whether it wrote.
 pub async fn write(ctx: &Context, bot: &TradingBot, new: TradingBotStatus) -> Result<bool> {
     if bot.status.as_ref() == Some(&new) {
+        return Ok(false);
+    }
+    let key = format!(
+        "{}/{}/{}",
+        super::CONTROLLER,
+        bot.namespace().unwrap_or_default(),
+        bot.name_any()
+    );
+    if let Some(old) = &bot.status
+        && only_figures_differ(old, &new)
+        && !ctx.figures_due(&key)
+    {
+        // Live figures change at every poll; they reach the status at a bounded rate.
         return Ok(false);
     }
     let api: Api<TradingBot> =
@@ -63,6 +87,7 @@ pub async fn write(ctx: &Context, bot: &TradingBot, new: TradingBotStatus) -> Re
         .status_writes
         .with_label_values(&[super::CONTROLLER])
         .inc();
+    ctx.status_written(&key, true);
     let phase = new.phase.map(|p| format!("{p:?}")).unwrap_or_default();
     ctx.record_phase(
         &bot.namespace().unwrap_or_default(),
@@ -204,6 +229,32 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn figures_alone_are_rate_limited_positions_are_not() {
+        let old = TradingBotStatus {
+            pnl: Some("+1.00".into()),
+            win_rate: Some("50.0%".into()),
+            open_positions: Some(1),
+            ..TradingBotStatus::default()
+        };
+        let figures = TradingBotStatus {
+            pnl: Some("+2.00".into()),
+            win_rate: Some("51.0%".into()),
+            ..old.clone()
+        };
+        assert!(only_figures_differ(&old, &figures));
+        let positions = TradingBotStatus {
+            open_positions: Some(2),
+            ..figures.clone()
+        };
+        assert!(!only_figures_differ(&old, &positions));
+        let phase = TradingBotStatus {
+            phase: Some(TradingBotPhase::Paused),
+            ..figures
+        };
+        assert!(!only_figures_differ(&old, &phase));
+    }
 
     fn status(v: serde_json::Value) -> StatusResponse {
         serde_json::from_value(v).unwrap()
