@@ -65,18 +65,19 @@ pub async fn read(client: &Client, bot: &BotRef) -> Result<Option<String>, Token
 }
 
 /// Returns the bot's token, creating its Secret once (with `metadata`, which must name
-/// the Secret [`BotRef::token_secret_name`] and carry the owner reference to
-/// `owner_uid`). An existing Secret not controlled by `owner_uid` is refused.
+/// the Secret [`BotRef::token_secret_name`] and carry the owner reference). An existing
+/// Secret for which `owned` is false is refused (the caller decides what owning means,
+/// so this module needs nothing from the rest of the operator).
 pub async fn ensure(
     client: &Client,
     bot: &BotRef,
     metadata: ObjectMeta,
-    owner_uid: &str,
+    owned: impl Fn(&Secret) -> bool,
 ) -> Result<String, TokenError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &bot.namespace);
     let name = bot.token_secret_name();
     if let Some(existing) = api.get_opt(&name).await? {
-        if !crate::shared::apply::is_controlled_by(&existing, owner_uid) {
+        if !owned(&existing) {
             return Err(TokenError::NotOwned(name));
         }
         if let Some(token) = token_of(&existing) {

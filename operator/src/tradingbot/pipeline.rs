@@ -22,6 +22,7 @@ use crate::botlink::BotRef;
 use crate::botlink::client::BotApiError;
 use crate::botlink::endpoint::{self, PodLookup};
 use crate::botlink::token::{self, TokenError};
+use crate::shared::apply::is_controlled_by;
 use crate::shared::cache::lookup;
 use crate::shared::conditions;
 use crate::shared::context::Context;
@@ -99,7 +100,11 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner) -> Result<Action> {
     let cached_token = ctx.tokens.get(&owner.namespace, &owner.name);
     let tok = match cached_token {
         Some(t) => t,
-        None => match token::ensure(&ctx.client, &target, token_meta, &owner.reference.uid).await {
+        None => match token::ensure(&ctx.client, &target, token_meta, |s| {
+            is_controlled_by(s, &owner.reference.uid)
+        })
+        .await
+        {
             Ok(t) => {
                 ctx.tokens.put(&owner.namespace, &owner.name, &t);
                 t
