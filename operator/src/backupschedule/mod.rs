@@ -164,15 +164,15 @@ async fn reconcile(cached: Arc<BackupSchedule>, state: Arc<State>) -> Result<Act
     let retry_at = (old.consecutive_failures > 0
         && old.consecutive_failures <= state.settings.max_retries)
         .then(|| {
-            old.last_run_time
-                .as_ref()
-                .map(ts)
-                .and_then(|t| {
-                    t.checked_add(jiff::SignedDuration::try_from(
-                        schedule::retry_backoff(old.consecutive_failures),
-                    ).ok()?)
-                    .ok()
-                })
+            old.last_run_time.as_ref().map(ts).and_then(|t| {
+                t.checked_add(
+                    jiff::SignedDuration::try_from(schedule::retry_backoff(
+                        old.consecutive_failures,
+                    ))
+                    .ok()?,
+                )
+                .ok()
+            })
         })
         .flatten();
     let scheduled = if suspended { None } else { slots.due };
@@ -253,11 +253,7 @@ async fn reconcile(cached: Arc<BackupSchedule>, state: Arc<State>) -> Result<Act
         Some(t) => {
             let wait = Timestamp::now().duration_until(t).unsigned_abs();
             // +1s so the slot has passed when the reconcile runs.
-            Action::requeue(
-                Duration::try_from(wait)
-                    .unwrap_or_default()
-                    .saturating_add(Duration::from_secs(1)),
-            )
+            Action::requeue(wait.saturating_add(Duration::from_secs(1)))
         }
         None => Action::await_change(),
     })
@@ -327,13 +323,17 @@ async fn backup_one<'a>(
         tokio::time::sleep(delay).await;
     }
     let started = Instant::now();
-    let outcome =
-        run::backup_bot(&state.ctx, &state.settings, s3, bks, bot, bks.spec.verify).await;
+    let outcome = run::backup_bot(&state.ctx, &state.settings, s3, bks, bot, bks.spec.verify).await;
     (bot, outcome, started.elapsed())
 }
 
 /// Verifies records stored while `verify` was off (no result yet).
-async fn reverify(state: &State, bks: &BackupSchedule, st: &mut BackupScheduleStatus, s3: &run::S3Target) {
+async fn reverify(
+    state: &State,
+    bks: &BackupSchedule,
+    st: &mut BackupScheduleStatus,
+    s3: &run::S3Target,
+) {
     let ctx = &state.ctx;
     for r in st
         .recent_backups
@@ -341,7 +341,8 @@ async fn reverify(state: &State, bks: &BackupSchedule, st: &mut BackupScheduleSt
         .filter(|r| !r.verified && r.verification_error.is_none())
     {
         let deadline = tokio::time::Instant::now() + state.settings.attempt_deadline;
-        match verify::verify_object(s3, &r.key, &r.sha256, &state.settings.work_dir, deadline).await {
+        match verify::verify_object(s3, &r.key, &r.sha256, &state.settings.work_dir, deadline).await
+        {
             Ok(()) => r.verified = true,
             Err(e) => {
                 warn!(key = %r.key, error = %e, "stored backup failed verification");
@@ -420,7 +421,11 @@ async fn fold(
                         condition: Some((
                             true,
                             "BackupSucceeded".into(),
-                            format!("backup {} stored{}", record.key, if record.verified { " and verified" } else { "" }),
+                            format!(
+                                "backup {} stored{}",
+                                record.key,
+                                if record.verified { " and verified" } else { "" }
+                            ),
                         )),
                     },
                 );
@@ -430,8 +435,14 @@ async fn fold(
             Outcome::Skipped { reason, message } => {
                 skipped += 1;
                 ctx.metrics.backups.with_label_values(&["skipped"]).inc();
-                ctx.event(bks, EventType::Normal, reason, "Backup", format!("bot {name}: {message}"))
-                    .await;
+                ctx.event(
+                    bks,
+                    EventType::Normal,
+                    reason,
+                    "Backup",
+                    format!("bot {name}: {message}"),
+                )
+                .await;
             }
             Outcome::Failed(e, record) => {
                 failed += 1;
@@ -443,9 +454,19 @@ async fn fold(
                     .observe(took.as_secs_f64());
                 warn!(bot = %name, namespace = %ns, error = %e, "backup failed");
                 let reason = e.reason();
-                let event_reason = if reason == "VerificationFailed" { reason } else { "BackupFailed" };
-                ctx.event(bks, EventType::Warning, event_reason, "Backup", format!("bot {name}: {e}"))
-                    .await;
+                let event_reason = if reason == "VerificationFailed" {
+                    reason
+                } else {
+                    "BackupFailed"
+                };
+                ctx.event(
+                    bks,
+                    EventType::Warning,
+                    event_reason,
+                    "Backup",
+                    format!("bot {name}: {e}"),
+                )
+                .await;
                 errors.push(format!("{name}: {e}"));
                 bot_updates.insert(
                     name.clone(),
@@ -488,8 +509,14 @@ async fn fold(
                 match retention::delete_if_ours(s3, &key).await {
                     retention::Pruned::Deleted => {
                         st.recent_backups.retain(|r| r.key != key);
-                        ctx.event(bks, EventType::Normal, "Pruned", "Retention", format!("bot {bot}: deleted {key}"))
-                            .await;
+                        ctx.event(
+                            bks,
+                            EventType::Normal,
+                            "Pruned",
+                            "Retention",
+                            format!("bot {bot}: deleted {key}"),
+                        )
+                        .await;
                     }
                     retention::Pruned::NotOurs => {
                         ctx.event(
@@ -502,15 +529,25 @@ async fn fold(
                         .await;
                     }
                     retention::Pruned::Failed(e) => {
-                        ctx.event(bks, EventType::Warning, "PruneFailed", "Retention", format!("bot {bot}: {key}: {e}"))
-                            .await;
+                        ctx.event(
+                            bks,
+                            EventType::Warning,
+                            "PruneFailed",
+                            "Retention",
+                            format!("bot {bot}: {key}: {e}"),
+                        )
+                        .await;
                     }
                 }
             }
         }
     }
-    st.recent_backups
-        .sort_by(|a, b| b.completed_at.0.cmp(&a.completed_at.0).then(b.key.cmp(&a.key)));
+    st.recent_backups.sort_by(|a, b| {
+        b.completed_at
+            .0
+            .cmp(&a.completed_at.0)
+            .then(b.key.cmp(&a.key))
+    });
     st.last_result = Some(match (ok, failed) {
         (_, 0) if ok > 0 => BackupResult::Succeeded,
         (0, 0) => BackupResult::Skipped,
@@ -523,7 +560,14 @@ async fn fold(
             condition::LAST_BACKUP_SUCCEEDED,
             true,
             "BackupSucceeded",
-            &format!("{ok} bot(s) backed up{}", if skipped > 0 { format!(", {skipped} skipped") } else { String::new() }),
+            &format!(
+                "{ok} bot(s) backed up{}",
+                if skipped > 0 {
+                    format!(", {skipped} skipped")
+                } else {
+                    String::new()
+                }
+            ),
             bks.metadata.generation,
         );
     } else if failed > 0 {
@@ -539,10 +583,12 @@ async fn fold(
     // TradingBot status: lastBackup from the records, the condition from the outcome.
     for bot in all_bots {
         let name = bot.name_any();
-        let mut want = bot_updates.remove(&name).unwrap_or(status::BotBackupStatus {
-            last_backup: None,
-            condition: None,
-        });
+        let mut want = bot_updates
+            .remove(&name)
+            .unwrap_or(status::BotBackupStatus {
+                last_backup: None,
+                condition: None,
+            });
         want.last_backup = status::last_backup(&st.recent_backups, &name, verify);
         if want.last_backup.is_none() && want.condition.is_none() {
             continue;
@@ -555,7 +601,12 @@ async fn fold(
 }
 
 /// Puts `lastBackup` back on bots whose status lost it (see [`status`]).
-async fn heal_bots(ctx: &Context, bks: &BackupSchedule, st: &BackupScheduleStatus, bots: &[TradingBot]) {
+async fn heal_bots(
+    ctx: &Context,
+    bks: &BackupSchedule,
+    st: &BackupScheduleStatus,
+    bots: &[TradingBot],
+) {
     for bot in bots {
         let name = bot.name_any();
         let Some(want) = status::last_backup(&st.recent_backups, &name, bks.spec.verify) else {

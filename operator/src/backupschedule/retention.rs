@@ -36,11 +36,8 @@ pub fn plan(
         .iter()
         .enumerate()
         .filter(|(i, r)| {
-            let young = max_age.is_some_and(|max| {
-                now.duration_since(completed(r))
-                    .unsigned_abs()
-                    .le(&max)
-            });
+            let young =
+                max_age.is_some_and(|max| now.duration_since(completed(r)).unsigned_abs().le(&max));
             let keep = *i < keep_last.max(1) || young || newest_verified.as_deref() == Some(&r.key);
             !keep
         })
@@ -53,8 +50,8 @@ pub fn plan(
 pub enum Pruned {
     /// Deleted (or already gone): drop the status entry.
     Deleted,
-    /// Not written by the operator: left alone, status entry dropped from retention's
-    /// view is NOT done; the entry stays.
+    /// Not written by the operator (no `iq720-managed-by` metadata): the object is
+    /// left alone and its status entry stays.
     NotOurs,
     /// Deletion failed; the entry stays and is retried after the next backup.
     Failed(BackupError),

@@ -84,10 +84,7 @@ pub async fn connect(
         .map_err(|e| BackupError::Credentials(format!("cannot read Secret {}: {e}", refs.name)))?
         .ok_or_else(|| BackupError::Credentials(format!("Secret {} not found", refs.name)))?;
     let missing = |key: &str| {
-        BackupError::Credentials(format!(
-            "Secret {} has no non-empty key {key}",
-            refs.name
-        ))
+        BackupError::Credentials(format!("Secret {} has no non-empty key {key}", refs.name))
     };
     let access = secret_value(&secret, &refs.access_key_id_key)
         .ok_or_else(|| missing(&refs.access_key_id_key))?;
@@ -191,12 +188,11 @@ pub async fn stream_to_s3(
     .map_err(|_| BackupError::Deadline(Duration::ZERO))?
     .map_err(|e| BackupError::s3("CreateMultipartUpload", &e))?;
     let upload_id = create.upload_id().unwrap_or_default().to_string();
-    let result = match timeout_at(deadline, upload_parts(s3, key, &upload_id, body, part_size))
-        .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(BackupError::Deadline(Duration::ZERO)),
-    };
+    let result =
+        match timeout_at(deadline, upload_parts(s3, key, &upload_id, body, part_size)).await {
+            Ok(r) => r,
+            Err(_) => Err(BackupError::Deadline(Duration::ZERO)),
+        };
     match result {
         Ok((parts, uploaded)) => {
             let done = timeout_at(
@@ -246,7 +242,9 @@ async fn abort(s3: &S3Target, key: &str, upload_id: &str) {
         .send();
     match tokio::time::timeout(Duration::from_secs(30), call).await {
         Ok(Ok(_)) => info!(key, "aborted the multipart upload"),
-        Ok(Err(e)) => warn!(key, error = %BackupError::s3("AbortMultipartUpload", &e), "cannot abort the multipart upload"),
+        Ok(Err(e)) => {
+            warn!(key, error = %BackupError::s3("AbortMultipartUpload", &e), "cannot abort the multipart upload")
+        }
         Err(_) => warn!(key, "aborting the multipart upload timed out"),
     }
 }
@@ -423,7 +421,9 @@ async fn attempt(
     {
         PodLookup::Found(p) if p.ready && !p.terminating => p,
         PodLookup::Found(_) => {
-            return Err(BackupError::BotUnavailable("the bot pod is not Ready".into()));
+            return Err(BackupError::BotUnavailable(
+                "the bot pod is not Ready".into(),
+            ));
         }
         PodLookup::Missing | PodLookup::NoAddress => {
             return Err(BackupError::BotUnavailable(
@@ -434,7 +434,12 @@ async fn attempt(
     let head_wait = deadline.saturating_duration_since(Instant::now());
     let body = ctx
         .bots
-        .call_stream(&pod.endpoint, Method::POST, "/api/v1/backup", Some(head_wait))
+        .call_stream(
+            &pod.endpoint,
+            Method::POST,
+            "/api/v1/backup",
+            Some(head_wait),
+        )
         .await?;
     let key = object_key(&s3.prefix, &ns, &name, Timestamp::now());
     let mut metadata = HashMap::from([

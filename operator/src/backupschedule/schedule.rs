@@ -178,7 +178,10 @@ impl CronDateTime for Wall {
     }
 
     fn resolve_civil(&self, civil: CivilDateTime) -> Result<Resolution<Self>, CronError> {
-        let ambiguous = self.0.time_zone().to_ambiguous_zoned_datetime(to_jiff(civil)?);
+        let ambiguous = self
+            .0
+            .time_zone()
+            .to_ambiguous_zoned_datetime(to_jiff(civil)?);
         Ok(match ambiguous.offset() {
             AmbiguousOffset::Unambiguous { .. } => Resolution::Single(Wall(
                 ambiguous

@@ -40,7 +40,11 @@ pub mod condition {
 
 /// Reports an invalid spec. Returns whether the InvalidSpec message is new (an Event
 /// is due).
-pub fn invalid(st: &mut BackupScheduleStatus, problems: &[String], generation: Option<i64>) -> bool {
+pub fn invalid(
+    st: &mut BackupScheduleStatus,
+    problems: &[String],
+    generation: Option<i64>,
+) -> bool {
     let message = problems.join("; ");
     let new = find(&st.conditions, condition::INVALID_SPEC)
         .is_none_or(|c| c.status != "True" || c.message != message);
@@ -75,7 +79,10 @@ pub fn valid(st: &mut BackupScheduleStatus, suspended: bool, generation: Option<
         generation,
     );
     let (reason, message) = if suspended {
-        ("Suspended", "scheduled backups are suspended; on-demand backups still run")
+        (
+            "Suspended",
+            "scheduled backups are suspended; on-demand backups still run",
+        )
     } else {
         ("Scheduled", "backups run on the schedule")
     };
@@ -90,7 +97,11 @@ pub fn valid(st: &mut BackupScheduleStatus, suspended: bool, generation: Option<
 }
 
 /// Writes the status when it differs from the stored one. Returns whether it wrote.
-pub async fn write(ctx: &Context, bks: &BackupSchedule, new: &BackupScheduleStatus) -> Result<bool> {
+pub async fn write(
+    ctx: &Context,
+    bks: &BackupSchedule,
+    new: &BackupScheduleStatus,
+) -> Result<bool> {
     if bks.status.as_ref() == Some(new) {
         return Ok(false);
     }
@@ -125,7 +136,12 @@ pub fn last_backup(records: &[BackupRecord], bot: &str, verify: bool) -> Option<
     records
         .iter()
         .filter(|r| r.bot == bot && good(r, verify))
-        .max_by(|a, b| a.completed_at.0.cmp(&b.completed_at.0).then(a.key.cmp(&b.key)))
+        .max_by(|a, b| {
+            a.completed_at
+                .0
+                .cmp(&b.completed_at.0)
+                .then(a.key.cmp(&b.key))
+        })
         .map(|r| LastBackup {
             key: r.key.clone(),
             time: r.completed_at.clone(),
