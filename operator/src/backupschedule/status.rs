@@ -8,8 +8,9 @@
 //! `LastBackupSucceeded` condition, applied under the same manager with nothing else.
 //! The TradingBot controller applies its whole status under its own manager; it builds
 //! that status from the stored one, so it carries these fields along instead of
-//! dropping them (`e2e: tradingbot_status_keeps_last_backup` checks this against the
-//! apiserver). `conditions` is an atomic list in the CRD, so an apply must name the
+//! dropping them (step 2 of the e2e test
+//! `on_demand_backup_is_streamed_verified_pruned_and_keeps_secrets_out` checks this
+//! against the apiserver). `conditions` is an atomic list in the CRD, so an apply must name the
 //! whole list: this controller sends the bot's current conditions with its own one set.
 //! If a concurrent TradingBot write based on an older read drops the fields anyway,
 //! the next reconcile puts them back (this controller watches TradingBots).
