@@ -75,7 +75,7 @@ for case in "default ClusterRole" "single-namespace-values Role"; do
   read -r name kind <<<"$case"
   rule_is "$name" "$kind" secrets '["get", "create", "update"]'
   rule_is "$name" "$kind" persistentvolumeclaims '["get", "patch"]'
-  rule_is "$name" "$kind" pods '["get"]'
+  rule_is "$name" "$kind" pods '["get", "list", "watch"]'
   for verb in list watch delete deletecollection patch '*'; do no_verb "$name" "$kind" secrets "$verb"; done
   if docs_of "$name" "$kind" | grep -q '"delete"'; then
     echo "chart-test: $name $kind grants delete; the operator deletes nothing" >&2; exit 1

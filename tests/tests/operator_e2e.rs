@@ -24,7 +24,7 @@ async fn bot_lifecycle_pause_reload_emergency_stop_and_delete() {
     // Role. The operator still watches only the test namespace.
     let e = env_with(common::Rbac::ClusterWide).await;
     let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-a", &["--leader-election"]).await;
-    op.wait_http("/readyz", 200).await;
+    op.wait_http("/leader", 200).await;
     apply_yaml(&e.cluster.client, Some(e.ns.name()), &bot_yaml("alpha", ""))
         .await
         .unwrap();
@@ -466,10 +466,11 @@ async fn standby_operator_takes_over_when_the_leader_dies() {
         "1s",
     ];
     let mut a = Operator::start(&e.kubeconfig, e.ns.name(), "leader-a", &args).await;
-    a.wait_http("/readyz", 200).await;
+    a.wait_http("/leader", 200).await;
     let b = Operator::start(&e.kubeconfig, e.ns.name(), "leader-b", &args).await;
-    // b is alive but standing by
-    let r = iq720_tests::http::get(&b.metrics_addr, "/readyz")
+    // b is alive and ready, but standing by
+    b.wait_http("/readyz", 200).await;
+    let r = iq720_tests::http::get(&b.metrics_addr, "/leader")
         .await
         .unwrap();
     assert_eq!(r.status, 503, "the second replica must stand by");
@@ -496,7 +497,7 @@ async fn standby_operator_takes_over_when_the_leader_dies() {
     let killed = Instant::now();
     a.child.start_kill().unwrap();
     a.child.wait().await.unwrap();
-    b.wait_http("/readyz", 200).await;
+    b.wait_http("/leader", 200).await;
     let takeover = killed.elapsed();
     println!(
         "BENCH leader-takeover: {:.1} s (lease 4 s)",

@@ -57,20 +57,17 @@ references), so there is no delete verb; Secrets are never listed or watched.
 - apiGroups: ["trading.iq720.io"]
   resources: ["tradingbots/finalizers", "backupschedules/finalizers", "maintenancewindows/finalizers"]
   verbs: ["update"]
-# Watched (owned objects trigger reconciles) and server-side applied.
+# Owned objects: watched (they trigger reconciles and fill the operator's cache, so
+# reads and the ownership check cost no request) and server-side applied.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
-  resources: ["configmaps"]
+  resources: ["configmaps", "services"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# Server-side applied, read before for the ownership check; not watched.
-- apiGroups: [""]
-  resources: ["services"]
-  verbs: ["get", "create", "patch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # The bots' API token Secrets: read, created once, rewritten when emptied by hand.
 - apiGroups: [""]
   resources: ["secrets"]
@@ -79,10 +76,10 @@ references), so there is no delete verb; Secrets are never listed or watched.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "patch"]
-# The bot pod: its IP, readiness and termination state.
+# The bot pods: IP, readiness and termination state, watched into the cache.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
