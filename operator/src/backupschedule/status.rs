@@ -106,19 +106,7 @@ pub async fn write(
     if bks.status.as_ref() == Some(new) {
         return Ok(false);
     }
-    let api: Api<BackupSchedule> =
-        Api::namespaced(ctx.client.clone(), &bks.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": BackupSchedule::api_version(&()),
-        "kind": BackupSchedule::kind(&()),
-        "status": new,
-    });
-    api.patch_status(
-        &bks.name_any(),
-        &PatchParams::apply(STATUS_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    crate::shared::status::apply_status(&ctx.client, bks, new, STATUS_MANAGER).await?;
     ctx.metrics
         .status_writes
         .with_label_values(&[CONTROLLER])

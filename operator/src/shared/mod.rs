@@ -14,3 +14,4 @@ pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod quantity;
+pub mod status;
