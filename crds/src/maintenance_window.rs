@@ -124,9 +124,16 @@ pub struct MaintenanceWindowStatus {
     /// Start of the next window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_window: Option<Time>,
+    /// Names of the TradingBots this window selects, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selected_bots: Vec<String>,
     /// Operations waiting for the next window.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deferred_operations: Vec<DeferredOperation>,
+    /// Database tasks (`vacuum`, `pruneTradeHistory`) run in the current or last
+    /// window, one entry per bot and task.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_runs: Vec<TaskRun>,
     /// Standard conditions: Ready, InvalidSpec.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -155,4 +162,22 @@ pub struct DeferredOperation {
     pub operation: String,
     /// Since when the operation is waiting.
     pub since: Time,
+}
+
+/// One database task run on one bot in one window.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRun {
+    /// TradingBot the task ran on.
+    pub bot: String,
+    /// Task: `vacuum` or `pruneTradeHistory`.
+    pub task: String,
+    /// Start of the window the task ran in (a task runs once per window and bot).
+    pub window_start: Time,
+    /// When the task finished.
+    pub finished: Time,
+    /// `Succeeded` or `Failed`.
+    pub result: String,
+    /// What happened: rows pruned, bytes reclaimed, duration, or the error.
+    pub message: String,
 }

@@ -10,6 +10,7 @@
 pub mod backupschedule;
 pub mod botlink;
 pub mod cli;
+pub mod maintenancewindow;
 pub mod manager;
 pub mod shared;
 pub mod tradingbot;

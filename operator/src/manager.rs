@@ -152,7 +152,11 @@ async fn run_controllers(ctx: &Context, args: &RunArgs) {
         args.namespace.clone(),
         crate::backupschedule::BackupSettings::default(),
     );
-    tokio::join!(tradingbots, backups);
+    // MaintenanceWindow controller (issue 10): window status, Events, and the store
+    // of windows the TradingBot controller's gate reads.
+    info!(namespace = ?args.namespace, "starting the MaintenanceWindow controller");
+    let windows = crate::maintenancewindow::run(Arc::new(ctx.clone()), args.namespace.clone());
+    tokio::join!(tradingbots, backups, windows);
 }
 
 /// Waits for the Lease, runs the controllers while it is held, releases it on a clean

@@ -57,6 +57,26 @@ impl ObjectCache {
     }
 }
 
+/// The reflector store of MaintenanceWindows, installed by the MaintenanceWindow
+/// controller once its watch has the first full list (before that, readers list from
+/// the apiserver: an empty store must never read as "no windows").
+#[derive(Clone, Default)]
+pub struct WindowStore {
+    inner: Arc<OnceLock<Store<iq720_crds::MaintenanceWindow>>>,
+}
+
+impl WindowStore {
+    /// Installs the store (first call wins).
+    pub fn install(&self, store: Store<iq720_crds::MaintenanceWindow>) {
+        let _ = self.inner.set(store);
+    }
+
+    /// The store, once installed.
+    pub fn store(&self) -> Option<&Store<iq720_crds::MaintenanceWindow>> {
+        self.inner.get()
+    }
+}
+
 /// Looks an object up in a store by namespace and name.
 pub fn lookup<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
 where

@@ -11,7 +11,7 @@ use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tracing::warn;
 
-use super::cache::{AppliedMemory, ObjectCache, TokenCache};
+use super::cache::{AppliedMemory, ObjectCache, TokenCache, WindowStore};
 use super::metrics::Metrics;
 use crate::botlink::client::BotApi;
 
@@ -86,6 +86,8 @@ pub struct Context {
     pub applied: AppliedMemory,
     /// Bots' API tokens, read once from their Secrets.
     pub tokens: TokenCache,
+    /// MaintenanceWindows, for the gate of disruptive operations.
+    pub windows: WindowStore,
     /// When each object's status was last written, to bound figure-only writes.
     status_written: Arc<Mutex<HashMap<String, Instant>>>,
 }
@@ -113,6 +115,7 @@ impl Context {
             cache: ObjectCache::default(),
             applied: AppliedMemory::default(),
             tokens: TokenCache::default(),
+            windows: WindowStore::default(),
             status_written: Arc::new(Mutex::new(HashMap::new())),
         }
     }

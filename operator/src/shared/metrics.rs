@@ -50,6 +50,13 @@ pub struct Metrics {
     /// Unix time of each bot's newest verified backup; its age is
     /// `time() - iq720_operator_backup_newest_verified_timestamp_seconds`.
     pub backup_newest_verified: IntGaugeVec,
+    /// 1 while a MaintenanceWindow is open, else 0 (by namespace and window).
+    pub maintenance_windows_open: IntGaugeVec,
+    /// Disruptive operations deferred to a maintenance window, by operation (counted
+    /// when a wait begins, not at every poll).
+    pub maintenance_operations_deferred: IntCounterVec,
+    /// Maintenance tasks run on one bot, by task and result.
+    pub maintenance_tasks: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -164,6 +171,30 @@ impl Metrics {
         registry.register(Box::new(backup_duration.clone()))?;
         registry.register(Box::new(backup_bytes.clone()))?;
         registry.register(Box::new(backup_newest_verified.clone()))?;
+        let maintenance_windows_open = IntGaugeVec::new(
+            Opts::new(
+                "iq720_operator_maintenance_window_open",
+                "1 while a MaintenanceWindow is open, else 0",
+            ),
+            &["namespace", "window"],
+        )?;
+        let maintenance_operations_deferred = IntCounterVec::new(
+            Opts::new(
+                "iq720_operator_maintenance_operations_deferred_total",
+                "Disruptive operations deferred to a maintenance window, by operation",
+            ),
+            &["operation"],
+        )?;
+        let maintenance_tasks = IntCounterVec::new(
+            Opts::new(
+                "iq720_operator_maintenance_tasks_total",
+                "Maintenance tasks run on one bot, by task and result",
+            ),
+            &["task", "result"],
+        )?;
+        registry.register(Box::new(maintenance_windows_open.clone()))?;
+        registry.register(Box::new(maintenance_operations_deferred.clone()))?;
+        registry.register(Box::new(maintenance_tasks.clone()))?;
         Ok(Self {
             registry,
             reconciliations,
@@ -179,6 +210,9 @@ impl Metrics {
             backup_duration,
             backup_bytes,
             backup_newest_verified,
+            maintenance_windows_open,
+            maintenance_operations_deferred,
+            maintenance_tasks,
         })
     }
 

@@ -31,6 +31,9 @@ pub mod condition {
     pub const RESOURCES_APPLIED: &str = "ResourcesApplied";
     /// The data volume matches `spec.storage` (False: a change that cannot be made).
     pub const STORAGE_IN_SYNC: &str = "StorageInSync";
+    /// A pod-restarting change waits for a maintenance window (True: the message says
+    /// what waits and when the window opens; the running pod stays as it is).
+    pub const MAINTENANCE_PENDING: &str = "MaintenancePending";
 }
 
 /// Whether two statuses differ only in the live figures (PnL, win rate), which are

@@ -1,0 +1,239 @@
+//! The MaintenanceWindow controller: recurring windows (5-field cron start + duration
+//! in an IANA zone) in which disruptive operations on the selected TradingBots may run.
+//!
+//! Why it is shaped like this: the window arithmetic ([`window`]) and the decision
+//! whether an operation may run ([`gate`]) are pure, so midnight crossings, DST gaps and
+//! repeats, and overlapping windows are unit-tested at exact instants. This controller
+//! only reports a window's state ([`status`]: active, current and next window, selected
+//! bots, deferred operations, Ready/InvalidSpec), publishes Events when a window opens
+//! or closes, and keeps a reflector store of all windows that the TradingBot controller
+//! reads through [`gate::windows_in`]. It never polls: each reconcile requeues exactly
+//! at the window's next opening or closing. It does not enqueue the TradingBot
+//! controller (kube-runtime controllers cannot enqueue each other); the TradingBot
+//! reconcile asks the gate itself and requeues at min(its poll interval, the next
+//! boundary of its windows), so a deferred change rolls at the opening.
+
+pub mod error;
+pub mod gate;
+pub mod status;
+pub mod validate;
+pub mod window;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use iq720_crds::{MaintenanceWindow, TradingBot};
+use jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, controller};
+use tracing::{debug, info, warn};
+
+use crate::shared::context::Context;
+use error::{Error, Result};
+
+/// Name of this controller in metrics.
+pub const CONTROLLER: &str = "maintenancewindow";
+/// Field manager of this controller's status writes.
+pub const STATUS_MANAGER: &str = "iq720-operator-maintenancewindow";
+/// Slack added to a boundary requeue so the reconcile lands just after the boundary.
+const BOUNDARY_SLACK: Duration = Duration::from_millis(200);
+
+/// What the reconciles of this controller share.
+pub struct State {
+    /// The operator's context.
+    pub ctx: Arc<Context>,
+    /// TradingBots (for selected bots and deferred operations), once listed.
+    bots: Arc<OnceLock<Store<TradingBot>>>,
+}
+
+/// Delay from `now` until `at` plus slack (zero when `at` has passed).
+pub fn until(now: Timestamp, at: Timestamp) -> Duration {
+    let d = at.duration_since(now);
+    Duration::try_from(d).unwrap_or(Duration::ZERO) + BOUNDARY_SLACK
+}
+
+async fn bots_in(state: &State, namespace: &str) -> Result<Vec<Arc<TradingBot>>> {
+    if let Some(store) = state.bots.get() {
+        return Ok(store
+            .state()
+            .into_iter()
+            .filter(|b| b.namespace().as_deref() == Some(namespace))
+            .collect());
+    }
+    let api: Api<TradingBot> = Api::namespaced(state.ctx.client.clone(), namespace);
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(Arc::new)
+        .collect())
+}
+
+async fn reconcile(mw: Arc<MaintenanceWindow>, state: Arc<State>) -> Result<Action> {
+    let ctx = &state.ctx;
+    let _measure = ctx.metrics.count_and_measure(CONTROLLER);
+    let ns = mw.namespace().unwrap_or_default();
+    let name = mw.name_any();
+    let gauge = ctx
+        .metrics
+        .maintenance_windows_open
+        .with_label_values(&[ns.as_str(), name.as_str()]);
+    if mw.metadata.deletion_timestamp.is_some() {
+        gauge.set(0);
+        return Ok(Action::await_change());
+    }
+    let now = Timestamp::now();
+    let generation = mw.metadata.generation;
+    let was_active = mw.status.as_ref().is_some_and(|s| s.active);
+    let mut st = mw.status.clone().unwrap_or_default();
+    st.observed_generation = generation;
+    let bots = bots_in(&state, &ns).await?;
+    let refs: Vec<&TradingBot> = bots.iter().map(AsRef::as_ref).collect();
+    status::bots(&mut st, &mw, &refs);
+
+    let window = match validate::validate(&mw.spec, now) {
+        Ok(w) => w,
+        Err(problems) => {
+            if status::invalid(&mut st, &problems, generation) {
+                warn!(window = %name, namespace = %ns, problems = ?problems, "invalid MaintenanceWindow");
+                ctx.event(
+                    mw.as_ref(),
+                    EventType::Warning,
+                    "InvalidSpec",
+                    "Validate",
+                    problems.join("; "),
+                )
+                .await;
+            }
+            gauge.set(0);
+            status::write(ctx, &mw, &st).await?;
+            // Nothing changes until the spec does: no requeue, no hot loop.
+            return Ok(Action::await_change());
+        }
+    };
+    let open = window.open_at(now);
+    let next = match open {
+        Some(p) => window.next_start(p.end),
+        None => window.next_start(now),
+    };
+    status::valid(&mut st, open, next, generation);
+    gauge.set(i64::from(open.is_some()));
+    match (was_active, open) {
+        (false, Some(p)) => {
+            info!(window = %name, namespace = %ns, until = %p.end, "maintenance window opened");
+            ctx.event(
+                mw.as_ref(),
+                EventType::Normal,
+                "WindowOpened",
+                "Open",
+                format!(
+                    "window open until {} for {} selected bot(s); deferred operations may run",
+                    p.end,
+                    st.selected_bots.len()
+                ),
+            )
+            .await;
+        }
+        (true, None) => {
+            info!(window = %name, namespace = %ns, "maintenance window closed");
+            let note = match next {
+                Some(n) => format!("window closed; next opening {n}"),
+                None => "window closed; the schedule never matches again".to_string(),
+            };
+            ctx.event(
+                mw.as_ref(),
+                EventType::Normal,
+                "WindowClosed",
+                "Close",
+                note,
+            )
+            .await;
+        }
+        _ => {}
+    }
+    status::write(ctx, &mw, &st).await?;
+    Ok(match window.next_boundary(now) {
+        Some(at) => Action::requeue(until(now, at)),
+        None => Action::await_change(),
+    })
+}
+
+fn error_policy(mw: Arc<MaintenanceWindow>, error: &Error, state: Arc<State>) -> Action {
+    warn!(window = %mw.name_any(), namespace = ?mw.namespace(), error = %error, "reconcile failed");
+    state
+        .ctx
+        .metrics
+        .reconcile_failure(CONTROLLER, error.metric_label());
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the MaintenanceWindow controller until the stream ends.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+    let client = ctx.client.clone();
+    let (windows, bots): (Api<MaintenanceWindow>, Api<TradingBot>) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let (bot_store, writer) = reflector::store();
+    let bot_stream = reflector(
+        writer,
+        watcher::watcher(bots, watcher::Config::default())
+            .default_backoff()
+            .modify(|b: &mut TradingBot| b.managed_fields_mut().clear()),
+    )
+    .touched_objects();
+    let config = controller::Config::default().concurrency(ctx.settings.max_concurrent_reconciles);
+    let controller = Controller::new(windows, watcher::Config::default()).with_config(config);
+    let window_store = controller.store();
+    let state = Arc::new(State {
+        ctx: ctx.clone(),
+        bots: Arc::new(OnceLock::new()),
+    });
+    // The stores serve reads only once they hold a full list.
+    let (ready_windows, ready_bots, slots, shared) = (
+        window_store.clone(),
+        bot_store.clone(),
+        state.bots.clone(),
+        ctx.windows.clone(),
+    );
+    tokio::spawn(async move {
+        if ready_windows.wait_until_ready().await.is_ok() {
+            shared.install(ready_windows);
+        }
+        if ready_bots.wait_until_ready().await.is_ok() {
+            let _ = slots.set(ready_bots);
+        }
+    });
+    let mapper_store = window_store.clone();
+    controller
+        // A bot's labels or MaintenancePending condition changed: its namespace's
+        // windows refresh selectedBots and deferredOperations.
+        .watches_stream(bot_stream, move |bot: TradingBot| {
+            let ns = bot.namespace();
+            mapper_store
+                .state()
+                .into_iter()
+                .filter(|w| w.namespace() == ns)
+                .map(|w| ObjectRef::from_obj(w.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, state)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => debug!(window = %obj.name, "reconciled"),
+                Err(e) => debug!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+}
