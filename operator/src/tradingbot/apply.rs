@@ -11,17 +11,30 @@
 //! `spec.storage` keeps the existing template and instead expands the live claim when
 //! the size grows and the StorageClass allows it; a shrink or a class change is refused
 //! with the `StorageInSync` condition, and everything else keeps being reconciled.
+//!
+//! Pod template (maintenance windows): in the same way, a change of the pod template
+//! (version, image, resources, the checksum of the restart-only configuration — any
+//! change that would roll the pod) can be *held*: when the caller says a maintenance
+//! window forbids a restart now, the existing template is kept in the apply (and the
+//! existing ConfigMap content, so a pod that restarts on its own meanwhile still gets
+//! the configuration its template was made for), everything else is applied, and
+//! [`TemplateOutcome::Held`] says what waits. Whether the template changed is read
+//! from an annotation on the StatefulSet itself (not on its template, so writing it
+//! rolls nothing) holding the hash of the template the operator last applied; a
+//! StatefulSet from before that annotation is compared by image, configuration
+//! checksum and resources.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
+use super::build::labels::CONFIG_CHECKSUM_ANNOTATION;
 use super::build::stateful_set::DATA_VOLUME;
 use super::build::{DesiredObjects, Owner};
 use crate::FIELD_MANAGER;
 use crate::shared::apply::{ApplyError, Known, apply_owned, is_controlled_by};
-use crate::shared::cache::{Stores, lookup};
+use crate::shared::cache::{Stores, content_hash, lookup};
 use crate::shared::context::Context;
 use crate::shared::quantity;
 
@@ -39,6 +52,27 @@ pub enum StorageOutcome {
     Refused(String),
 }
 
+/// Annotation on the bot's StatefulSet with the hash of the pod template the operator
+/// last applied (on the StatefulSet, not the template, so it never rolls the pod).
+pub const POD_TEMPLATE_HASH_ANNOTATION: &str = "trading.iq720.io/pod-template-hash";
+
+/// What happened to the pod template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateOutcome {
+    /// The template is unchanged, new, or its change was applied (`rolled`: the pod
+    /// restarts with it).
+    Applied {
+        /// Whether a changed template was applied (the pod rolls).
+        rolled: bool,
+    },
+    /// A pod-restarting change waits for a maintenance window; the existing template
+    /// was kept.
+    Held {
+        /// What changed, for the condition message.
+        changes: Vec<String>,
+    },
+}
+
 /// Result of applying every owned object.
 #[derive(Debug, Default)]
 pub struct ApplyOutcome {
@@ -46,6 +80,8 @@ pub struct ApplyOutcome {
     pub failures: Vec<ApplyError>,
     /// What happened to a storage change.
     pub storage: Option<StorageOutcome>,
+    /// What happened to the pod template (None: the StatefulSet could not be read).
+    pub template: Option<TemplateOutcome>,
     /// Objects actually written (the rest were unchanged).
     pub writes: usize,
 }
@@ -71,12 +107,23 @@ impl ApplyOutcome {
     }
 }
 
-/// Applies every owned object; never stops at the first failure.
-pub async fn apply_all(ctx: &Context, owner: &Owner, desired: &mut DesiredObjects) -> ApplyOutcome {
+/// Applies every owned object; never stops at the first failure. `hold_template`:
+/// a maintenance window forbids restarting the pod now, so a changed pod template is
+/// not applied (see the module documentation).
+pub async fn apply_all(
+    ctx: &Context,
+    owner: &Owner,
+    desired: &mut DesiredObjects,
+    hold_template: bool,
+) -> ApplyOutcome {
     let uid = owner.reference.uid.as_str();
     let mut outcome = ApplyOutcome::default();
     match reconcile_storage(ctx, owner, &mut desired.stateful_set).await {
         Ok(storage) => outcome.storage = Some(storage),
+        Err(e) => outcome.failures.push(e),
+    }
+    match reconcile_template(ctx, owner, desired, hold_template).await {
+        Ok(template) => outcome.template = Some(template),
         Err(e) => outcome.failures.push(e),
     }
     let client = &ctx.client;
@@ -156,6 +203,163 @@ async fn current_stateful_set(
     Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace)
         .get_opt(name)
         .await
+}
+
+/// The bot's ConfigMap: from the cache when there is one, else from the apiserver.
+async fn current_config_map(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<ConfigMap>, kube::Error> {
+    if let Some(stores) = ctx.cache.stores() {
+        return Ok(lookup(&stores.configmaps, namespace, name).map(|s| (*s).clone()));
+    }
+    Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await
+}
+
+/// Hash of a pod template as built (the value of [`POD_TEMPLATE_HASH_ANNOTATION`]).
+pub fn template_hash(sts: &StatefulSet) -> String {
+    let template = sts.spec.as_ref().map(|s| &s.template);
+    content_hash(&serde_json::to_value(template).unwrap_or_default())
+}
+
+fn container_facts(sts: &StatefulSet) -> (Option<String>, Option<String>, serde_json::Value) {
+    let Some(spec) = sts.spec.as_ref() else {
+        return (None, None, serde_json::Value::Null);
+    };
+    let checksum = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(CONFIG_CHECKSUM_ANNOTATION))
+        .cloned();
+    let container = spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.containers.first());
+    let image = container.and_then(|c| c.image.clone());
+    // An empty requirements object and none at all are the same thing.
+    let resources = container
+        .and_then(|c| c.resources.as_ref())
+        .map(|r| serde_json::to_value(r).unwrap_or_default())
+        .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+        .unwrap_or(serde_json::Value::Null);
+    (image, checksum, resources)
+}
+
+/// Pure: what would restart the pod if `desired` replaced `existing`'s template
+/// (empty: nothing). `desired_hash` is [`template_hash`] of `desired`.
+pub fn template_changes(
+    existing: &StatefulSet,
+    desired: &StatefulSet,
+    desired_hash: &str,
+) -> Vec<String> {
+    let recorded = existing
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(POD_TEMPLATE_HASH_ANNOTATION));
+    let (old_image, old_sum, old_res) = container_facts(existing);
+    let (new_image, new_sum, new_res) = container_facts(desired);
+    let mut changes = Vec::new();
+    if old_image != new_image {
+        changes.push(format!(
+            "image {} -> {}",
+            old_image.as_deref().unwrap_or("none"),
+            new_image.as_deref().unwrap_or("none")
+        ));
+    }
+    if old_sum != new_sum {
+        changes.push("configuration that needs a restart (e.g. pairs, mode, exchange)".into());
+    }
+    if old_res != new_res {
+        changes.push("resources".into());
+    }
+    match recorded {
+        Some(h) if h == desired_hash => Vec::new(),
+        Some(_) if changes.is_empty() => vec!["the pod template".into()],
+        _ => changes,
+    }
+}
+
+/// Records the desired template's hash on the StatefulSet and, when a window holds
+/// restarts and the template changed, keeps the existing template and ConfigMap data.
+async fn reconcile_template(
+    ctx: &Context,
+    owner: &Owner,
+    desired: &mut DesiredObjects,
+    hold: bool,
+) -> Result<TemplateOutcome, ApplyError> {
+    let name = super::build::labels::workload_name(&owner.name);
+    let hash = template_hash(&desired.stateful_set);
+    desired
+        .stateful_set
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(POD_TEMPLATE_HASH_ANNOTATION.to_string(), hash.clone());
+    let existing = current_stateful_set(ctx, &owner.namespace, &name)
+        .await
+        .map_err(|source| ApplyError::Kube {
+            kind: "StatefulSet".into(),
+            name: name.clone(),
+            source,
+        })?;
+    let Some(existing) = existing.filter(|e| is_controlled_by(e, &owner.reference.uid)) else {
+        // New (or not ours: the apply refuses it with NotOwned).
+        return Ok(TemplateOutcome::Applied { rolled: false });
+    };
+    let changes = template_changes(&existing, &desired.stateful_set, &hash);
+    if changes.is_empty() {
+        return Ok(TemplateOutcome::Applied { rolled: false });
+    }
+    if !hold {
+        return Ok(TemplateOutcome::Applied { rolled: true });
+    }
+    let config_changed = container_facts(&existing).1 != container_facts(&desired.stateful_set).1;
+    let (Some(old_spec), Some(new_spec)) =
+        (existing.spec.as_ref(), desired.stateful_set.spec.as_mut())
+    else {
+        return Ok(TemplateOutcome::Applied { rolled: true });
+    };
+    new_spec.template = old_spec.template.clone();
+    let annotations = desired
+        .stateful_set
+        .metadata
+        .annotations
+        .get_or_insert_default();
+    match existing
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(POD_TEMPLATE_HASH_ANNOTATION))
+    {
+        Some(old) => {
+            annotations.insert(POD_TEMPLATE_HASH_ANNOTATION.to_string(), old.clone());
+        }
+        None => {
+            annotations.remove(POD_TEMPLATE_HASH_ANNOTATION);
+        }
+    }
+    if config_changed {
+        let cm_name = desired.config_map.metadata.name.clone().unwrap_or_default();
+        let current = current_config_map(ctx, &owner.namespace, &cm_name)
+            .await
+            .map_err(|source| ApplyError::Kube {
+                kind: "ConfigMap".into(),
+                name: cm_name.clone(),
+                source,
+            })?;
+        if let Some(cm) = current.filter(|c| is_controlled_by(c, &owner.reference.uid)) {
+            desired.config_map.data = cm.data;
+            desired.config_map.binary_data = cm.binary_data;
+        }
+    }
+    Ok(TemplateOutcome::Held { changes })
 }
 
 /// Sets the bot's StatefulSet to zero replicas with a merge patch of that one field.
@@ -351,7 +555,49 @@ async fn expand_claim(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn sts(version: &str, pairs: &[&str]) -> StatefulSet {
+        let spec = serde_json::from_value(json!({"version": version, "pairs": pairs})).unwrap();
+        let mut bot = iq720_crds::TradingBot::new("alpha", spec);
+        bot.metadata.namespace = Some("trading".into());
+        bot.metadata.uid = Some("1234".into());
+        super::super::build::desired(&bot, 1, &Default::default())
+            .unwrap()
+            .stateful_set
+    }
+
+    fn recorded(mut s: StatefulSet) -> StatefulSet {
+        let h = template_hash(&s);
+        s.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(POD_TEMPLATE_HASH_ANNOTATION.into(), h);
+        s
+    }
+
+    #[test]
+    fn template_changes_name_what_restarts_the_pod() {
+        let old = recorded(sts("0.1.0", &["BTC/USDT"]));
+        let same = sts("0.1.0", &["BTC/USDT"]);
+        assert!(template_changes(&old, &same, &template_hash(&same)).is_empty());
+        let new = sts("0.2.0", &["ETH/USDT"]);
+        let c = template_changes(&old, &new, &template_hash(&new));
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert!(
+            c[0].contains("0.1.0 -> ") && c[0].contains(":0.2.0"),
+            "{c:?}"
+        );
+        assert!(c[1].contains("restart"), "{c:?}");
+        // A StatefulSet from before the hash annotation is compared by its facts.
+        let legacy = sts("0.1.0", &["BTC/USDT"]);
+        assert!(template_changes(&legacy, &same, &template_hash(&same)).is_empty());
+        assert_eq!(
+            template_changes(&legacy, &new, &template_hash(&new)).len(),
+            2
+        );
+    }
 
     fn facts(size: &str, class: Option<&str>) -> ClaimFacts {
         ClaimFacts {

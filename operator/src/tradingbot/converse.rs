@@ -24,26 +24,54 @@ pub fn should_resume(emergency_stop_wanted: bool, halted: Option<&str>) -> bool 
     !emergency_stop_wanted && halted == Some(CLOSE_ALL_HALT_REASON)
 }
 
-/// Sets the bot's pause to what the spec asks; returns whether it changed anything.
-pub async fn sync_pause(ctx: &Context, bot: &TradingBot, ep: &BotEndpoint) -> Result<bool> {
+/// The pause a bot should have.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pause {
+    /// `spec.paused` OR an open maintenance window with `pauseTrading`.
+    pub paused: bool,
+    /// The window that pauses the bot when the spec does not (for the Event).
+    pub window: Option<String>,
+}
+
+impl Pause {
+    /// The pause the spec alone asks for.
+    pub fn of_spec(bot: &TradingBot) -> Self {
+        Self {
+            paused: bot.spec.paused,
+            window: None,
+        }
+    }
+}
+
+/// Sets the bot's pause to `wanted`; returns whether it changed anything.
+pub async fn sync_pause(
+    ctx: &Context,
+    bot: &TradingBot,
+    ep: &BotEndpoint,
+    wanted: &Pause,
+) -> Result<bool> {
     let status = ctx.bots.status(ep).await?;
     let paused_now = status.paused;
-    let wanted = bot.spec.paused;
-    if paused_now == wanted {
+    if paused_now == wanted.paused {
         return Ok(false);
     }
     ctx.bots
-        .patch_config(ep, &json!({ "paused": wanted }))
+        .patch_config(ep, &json!({ "paused": wanted.paused }))
         .await?;
-    let (reason, note) = if wanted {
-        (
+    let (reason, note) = match (wanted.paused, &wanted.window) {
+        (true, Some(w)) => (
             "Paused",
-            "new entries paused; open positions keep being managed",
-        )
-    } else {
-        ("Unpaused", "new entries allowed again")
+            format!(
+                "new entries paused for maintenance window {w}; open positions keep being managed"
+            ),
+        ),
+        (true, None) => (
+            "Paused",
+            "new entries paused; open positions keep being managed".to_string(),
+        ),
+        (false, _) => ("Unpaused", "new entries allowed again".to_string()),
     };
-    ctx.event(bot, EventType::Normal, reason, "Pause", note.to_string())
+    ctx.event(bot, EventType::Normal, reason, "Pause", note)
         .await;
     Ok(true)
 }
@@ -54,6 +82,7 @@ pub async fn converse(
     bot: &TradingBot,
     ep: &BotEndpoint,
     desired: &DesiredObjects,
+    pause: &Pause,
     st: &mut TradingBotStatus,
 ) -> Result<BotReport> {
     let generation = bot.metadata.generation;
@@ -128,7 +157,7 @@ pub async fn converse(
             }
         }
     }
-    sync_pause(ctx, bot, ep).await?;
+    sync_pause(ctx, bot, ep, pause).await?;
     let status_json = ctx.bots.status(ep).await?;
     let performance = ctx.bots.performance(ep).await?;
     Ok(BotReport::from_api(&status_json, &performance))

@@ -3,16 +3,26 @@
 //! else) → validate ([`super::validate`]) → build ([`super::build`], pure) → apply
 //! ([`super::apply`]) → converse with the bot ([`super::converse`]) → status
 //! ([`super::status`], one write, only on change).
+//!
+//! Maintenance windows: before apply, the gate ([`crate::maintenancewindow::gate`])
+//! says whether a pod restart may happen now; if not, apply keeps the running pod
+//! template and the bot gets `MaintenancePending` True with what waits and when the
+//! window opens. Hot-reloadable changes, pause and emergency stop never wait. The
+//! wanted pause is `spec.paused` OR an open `pauseTrading` window, recomputed from the
+//! windows at every reconcile (so it survives an operator restart and a user's own
+//! `paused: true` is never undone). The reconcile requeues at min(poll interval, next
+//! opening or closing of the bot's windows): a deferred change rolls at the opening.
 
 use iq720_crds::trading_bot::TradingBotPhase;
 use iq720_crds::{TradingBot, TradingBotStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use std::time::Duration;
 use tracing::{debug, warn};
 
-use super::apply::{self, StorageOutcome};
+use super::apply::{self, StorageOutcome, TemplateOutcome};
 use super::build::{self, Owner};
 use super::decide::{self, Plan};
 use super::error::{Error, Result};
@@ -22,6 +32,7 @@ use crate::botlink::BotRef;
 use crate::botlink::client::BotApiError;
 use crate::botlink::endpoint::{self, PodLookup};
 use crate::botlink::token::{self, TokenError};
+use crate::maintenancewindow::gate::{self, Gate, Operation, Verdict};
 use crate::shared::apply::is_controlled_by;
 use crate::shared::cache::lookup;
 use crate::shared::conditions;
@@ -38,6 +49,126 @@ pub async fn reconcile(bot: &TradingBot, ctx: &Context) -> Result<Action> {
         Plan::EmergencyStop => emergency::reconcile(bot, ctx, &owner, &problems).await,
         Plan::Invalid => invalid(bot, ctx, &owner, &problems).await,
         Plan::Run => run(bot, ctx, &owner).await,
+    }
+}
+
+/// The maintenance windows selecting this bot; `Err` (the windows cannot be read)
+/// carries the reason, and then a restart waits (fail closed) while everything else
+/// goes on.
+async fn gate_for(ctx: &Context, bot: &TradingBot, namespace: &str) -> Result<Gate, String> {
+    match gate::windows_in(ctx, namespace).await {
+        Ok(windows) => Ok(Gate::for_bot(bot.labels(), &windows)),
+        Err(e) => {
+            warn!(bot = ?bot.metadata.name, error = %e, "cannot read MaintenanceWindows");
+            Err(format!(
+                "MaintenanceWindows cannot be read ({e}); a pod restart waits"
+            ))
+        }
+    }
+}
+
+/// What pause the bot should have: the spec's, or an open `pauseTrading` window's.
+fn wanted_pause(bot: &TradingBot, gate: &Result<Gate, String>) -> converse::Pause {
+    let window = gate
+        .as_ref()
+        .ok()
+        .and_then(|g| g.pausing_window(jiff::Timestamp::now()))
+        .map(str::to_string);
+    converse::Pause {
+        paused: bot.spec.paused || window.is_some(),
+        window: window.filter(|_| !bot.spec.paused),
+    }
+}
+
+/// Requeue delay: the poll interval, or sooner when a window opens or closes before.
+fn requeue_with_windows(requeue: Duration, gate: &Result<Gate, String>) -> Duration {
+    let now = jiff::Timestamp::now();
+    gate.as_ref()
+        .ok()
+        .and_then(|g| g.next_boundary(now))
+        .map_or(requeue, |at| {
+            requeue.min(crate::maintenancewindow::until(now, at))
+        })
+}
+
+/// Sets `MaintenancePending` from the apply's template outcome; Events and the
+/// deferral metric when a wait begins or ends.
+async fn report_maintenance(
+    ctx: &Context,
+    bot: &TradingBot,
+    st: &mut TradingBotStatus,
+    template: Option<&TemplateOutcome>,
+    verdict: &Result<Verdict, String>,
+) {
+    let generation = bot.metadata.generation;
+    let was_pending = conditions::find(&st.conditions, condition::MAINTENANCE_PENDING)
+        .is_some_and(|c| c.status == "True");
+    match template {
+        Some(TemplateOutcome::Held { changes }) => {
+            let why = match verdict {
+                Ok(v) => v.waiting_for(),
+                Err(e) => e.clone(),
+            };
+            let message = format!("pod restart waiting: {}; {why}", changes.join(", "));
+            set_condition(
+                &mut st.conditions,
+                condition::MAINTENANCE_PENDING,
+                true,
+                "WaitingForWindow",
+                &message,
+                generation,
+            );
+            if !was_pending {
+                ctx.metrics
+                    .maintenance_operations_deferred
+                    .with_label_values(&[Operation::Upgrade.name()])
+                    .inc();
+                ctx.event(
+                    bot,
+                    EventType::Normal,
+                    "UpgradeDeferred",
+                    "Maintenance",
+                    message,
+                )
+                .await;
+            }
+        }
+        Some(TemplateOutcome::Applied { rolled }) => {
+            if was_pending {
+                let note = match verdict {
+                    Ok(v) => format!("the waiting pod restart rolls out: {}", v.waiting_for()),
+                    Err(_) => "the waiting pod restart rolls out".to_string(),
+                };
+                ctx.event(
+                    bot,
+                    EventType::Normal,
+                    "UpgradeReleased",
+                    "Maintenance",
+                    note.clone(),
+                )
+                .await;
+                set_condition(
+                    &mut st.conditions,
+                    condition::MAINTENANCE_PENDING,
+                    false,
+                    "Released",
+                    &note,
+                    generation,
+                );
+            } else if *rolled
+                || conditions::find(&st.conditions, condition::MAINTENANCE_PENDING).is_some()
+            {
+                set_condition(
+                    &mut st.conditions,
+                    condition::MAINTENANCE_PENDING,
+                    false,
+                    "NothingWaiting",
+                    "no change waits for a maintenance window",
+                    generation,
+                );
+            }
+        }
+        None => {}
     }
 }
 
@@ -71,11 +202,12 @@ async fn invalid(
         .await;
     }
     let target = BotRef::new(&owner.namespace, &owner.name);
+    let pause = wanted_pause(bot, &gate_for(ctx, bot, &owner.namespace).await);
     if let Some(tok) = token::read(&ctx.client, &target).await?
         && let Some(pod) = endpoint::lookup(&ctx.client, &target, &tok).await?.found()
         && pod.ready
         && !pod.terminating
-        && let Err(e) = converse::sync_pause(ctx, bot, &pod.endpoint).await
+        && let Err(e) = converse::sync_pause(ctx, bot, &pod.endpoint, &pause).await
     {
         warn!(bot = %owner.name, error = %e, "cannot set pause on a bot with an invalid spec");
     }
@@ -122,9 +254,18 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner) -> Result<Action> {
         },
     };
 
+    // maintenance windows: may the pod restart now?
+    let gate = gate_for(ctx, bot, &owner.namespace).await;
+    let verdict = gate
+        .as_ref()
+        .map(|g| g.verdict(Operation::Upgrade, jiff::Timestamp::now()))
+        .map_err(Clone::clone);
+    let hold = verdict.as_ref().map_or(true, |v| !v.may_run());
+
     // build, apply
     let mut desired = build::desired(bot, 1, &ctx.settings.bot_ingress)?;
-    let outcome = apply::apply_all(ctx, owner, &mut desired).await;
+    let outcome = apply::apply_all(ctx, owner, &mut desired, hold).await;
+    report_maintenance(ctx, bot, &mut st, outcome.template.as_ref(), &verdict).await;
     if outcome.all_applied() {
         set_condition(
             &mut st.conditions,
@@ -207,8 +348,9 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner) -> Result<Action> {
     let requeue = if outcome.has_transient_failure() {
         RETRY_SOON
     } else {
-        ctx.settings.bot_poll_interval
+        requeue_with_windows(ctx.settings.bot_poll_interval, &gate)
     };
+    let pause = wanted_pause(bot, &gate);
 
     // converse
     let found = match ctx.cache.stores() {
@@ -231,7 +373,7 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner) -> Result<Action> {
             return Ok(Action::requeue(requeue));
         }
     };
-    match converse::converse(ctx, bot, &pod.endpoint, &desired, &mut st).await {
+    match converse::converse(ctx, bot, &pod.endpoint, &desired, &pause, &mut st).await {
         Ok(report) => status::apply_report(&mut st, &report, generation),
         Err(Error::Bot(e)) => {
             debug!(bot = %owner.name, error = %e, "bot API call failed");
