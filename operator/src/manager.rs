@@ -9,6 +9,7 @@
 //! runs throughout, so a standby is Ready (see [`crate::shared::health`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
@@ -129,7 +130,7 @@ pub async fn run(args: RunArgs) -> Result<(), ManagerError> {
     let outcome = match leader {
         None => {
             ctx.set_leading(true);
-            run_controllers(&ctx, &args).await;
+            controllers_until_shutdown(&ctx, &args).await;
             ctx.set_leading(false);
             Ok(())
         }
@@ -157,6 +158,32 @@ async fn run_controllers(ctx: &Context, args: &RunArgs) {
     info!(namespace = ?args.namespace, "starting the MaintenanceWindow controller");
     let windows = crate::maintenancewindow::run(Arc::new(ctx.clone()), args.namespace.clone());
     tokio::join!(tradingbots, backups, windows);
+}
+
+/// How long the controllers may take to finish their reconciles after SIGTERM before
+/// they are dropped: below Kubernetes' default grace period (30 s), so that a leader
+/// still releases its Lease before it would be killed.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Runs the controllers until they end by themselves, or until [`SHUTDOWN_GRACE`] after
+/// SIGTERM/SIGINT (each controller starts its graceful shutdown on the signal; a
+/// controller whose watches cannot reach the apiserver would otherwise never end).
+async fn controllers_until_shutdown(ctx: &Context, args: &RunArgs) {
+    let controllers = run_controllers(ctx, args);
+    tokio::pin!(controllers);
+    tokio::select! {
+        () = &mut controllers => return,
+        () = shutdown_signal() => {}
+    }
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut controllers)
+        .await
+        .is_err()
+    {
+        warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "the controllers did not finish after the shutdown signal; stopping them"
+        );
+    }
 }
 
 /// Waits for the Lease, runs the controllers while it is held, releases it on a clean
@@ -187,7 +214,7 @@ async fn lead(
     });
     tokio::select! {
         // The controllers ended (SIGTERM: in-flight reconciles finished): hand over.
-        () = run_controllers(ctx, args) => {
+        () = controllers_until_shutdown(ctx, args) => {
             ctx.set_leading(false);
             let _ = stop.send(());
             let (mut elector, _) = keeper

@@ -100,6 +100,9 @@ if [[ ! -d $RUN ]]; then
 fi
 
 if [[ -d $RUN/pids ]]; then
+	# The demo operator first, while the apiserver is up: it finishes its reconciles and
+	# releases its Lease.
+	stop_all 30 operator
 	# The node agent stops its pods on SIGTERM; give it time for their grace periods.
 	stop_all 60 localnode
 	stop_all 30 kube-scheduler kube-controller-manager minio kube-apiserver

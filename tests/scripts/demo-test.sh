@@ -26,11 +26,7 @@ finish() {
       [[ -s $f ]] && { printf '\n==> %s <==\n' "$f" >&2; tail -n 40 "$f" >&2; }
     done
   fi
-  # The operator first, while the apiserver is up, so it can release its Lease.
-  if pid_alive "$RUN/pids/operator.pid"; then
-    kill -TERM -- "-$(<"$RUN/pids/operator.pid")" 2>/dev/null || true
-    wait_for 30 "the demo operator to exit" bash -c '! kill -0 -- "-$1" 2>/dev/null' _ "$(<"$RUN/pids/operator.pid")" || true
-  fi
+  # (cluster-down.sh stops the demo operator first, while the apiserver is up.)
   if ((status == 0)); then
     bash "$SCRIPTS/cluster-down.sh" --purge >&2 || true
     rm -rf "$BASE"
