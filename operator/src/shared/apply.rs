@@ -78,7 +78,9 @@ pub fn is_controlled_by<K: Resource>(obj: &K, owner_uid: &str) -> bool {
 pub enum Known<K> {
     /// No cache: read it from the apiserver.
     Unknown,
-    /// From a synced cache: the object (or `None` when it does not exist).
+    /// From a synced cache of the operator's labelled objects. `None` is confirmed with
+    /// a read, because an object someone else created without the operator's labels is
+    /// not in that cache and must still be refused; so only creations cost a read.
     Cached(Option<std::sync::Arc<K>>),
 }
 
@@ -111,8 +113,8 @@ where
         source,
     };
     let existing = match known {
-        Known::Cached(found) => found,
-        Known::Unknown => api
+        Known::Cached(Some(found)) => Some(found),
+        Known::Cached(None) | Known::Unknown => api
             .get_opt(&name)
             .await
             .map_err(kube_err)?

@@ -15,14 +15,22 @@ use tracing::info;
 use super::build::Owner;
 use super::emergency::{StopOutcome, close_all_with_retry};
 use super::error::Result;
+use super::status;
 use crate::botlink::BotRef;
 use crate::shared::context::Context;
+use kube::api::Api;
 
 /// Closes the bot's positions before its deletion finishes.
 pub async fn cleanup(bot: &TradingBot, ctx: &Context) -> Result<Action> {
     let owner = Owner::of(bot)?;
     let target = BotRef::new(&owner.namespace, &owner.name);
-    let last = bot.status.clone().unwrap_or_default();
+    // Decide on a fresh read: a cleanup that already closed everything may run again
+    // (the finalizer is removed in a separate write) after the pod is gone.
+    let api: Api<TradingBot> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let Some(fresh) = api.get_opt(&owner.name).await? else {
+        return Ok(Action::await_change());
+    };
+    let last = fresh.status.clone().unwrap_or_default();
     let stopped_flat = last.emergency_stop.as_ref().is_some_and(|e| {
         e.completed_at.is_some() && e.cleared_at.is_none() && !e.positions_may_remain
     });
@@ -31,6 +39,12 @@ pub async fn cleanup(bot: &TradingBot, ctx: &Context) -> Result<Action> {
     } else {
         close_all_with_retry(ctx, &target, ctx.settings.close_all_deadline, &last).await?
     };
+    if matches!(outcome, StopOutcome::Flat { .. }) && last.open_positions != Some(0) {
+        // Recorded before the finalizer goes, so a repeated cleanup knows it is flat.
+        let mut st = last.clone();
+        st.open_positions = Some(0);
+        status::write(ctx, &fresh, st).await?;
+    }
     match &outcome {
         StopOutcome::Flat { closed } => {
             ctx.event(
