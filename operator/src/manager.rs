@@ -4,8 +4,9 @@
 //! Order of a leader's life: acquire the Lease → mark leading → run the controllers
 //! while a separate task renews. If renewal fails, the controllers are dropped at once
 //! and the process exits with an error (Kubernetes restarts it as a standby). On
-//! SIGTERM the controllers finish their in-flight reconciles, then the Lease is
-//! released so the next replica takes over within one retry period. The HTTP server
+//! SIGTERM the controllers finish their in-flight reconciles (for at most
+//! [`SHUTDOWN_GRACE`]), then the Lease is released so the next replica takes over
+//! within one retry period. The HTTP server
 //! runs throughout, so a standby is Ready (see [`crate::shared::health`]).
 
 use std::sync::Arc;
