@@ -511,3 +511,90 @@ async fn emergency_stop_is_not_gated_and_invalid_windows_are_reported() {
     wait_bot(&e, "s", "emergency stop completed", stop_completed, &op).await;
     teardown(e).await;
 }
+
+/// A daily window that opened at the start of the current UTC hour and stays open for
+/// two hours: open for at least the next hour.
+fn open_this_hour_schedule() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!("0 {} * * *", (secs / 3600) % 24)
+}
+
+#[tokio::test]
+async fn vacuum_and_prune_run_once_per_window() {
+    let e = env().await;
+    let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-mw-tasks", &[]).await;
+    let ns = Some(e.ns.name());
+    apply_yaml(&e.cluster.client, ns, &bot_yaml("t", ""))
+        .await
+        .unwrap();
+    wait_bot(&e, "t", "Running", running, &op).await;
+    apply_yaml(
+        &e.cluster.client,
+        ns,
+        &window_yaml(
+            "db",
+            &open_this_hour_schedule(),
+            "  tasks: {vacuum: true, pruneTradeHistory: {olderThanDays: 1, archive: false}}\n",
+        )
+        .replace("duration: 1m", "duration: 2h"),
+    )
+    .await
+    .unwrap();
+    let w = wait_window(
+        &e,
+        "db",
+        "both tasks ran",
+        |w| {
+            w.status.as_ref().is_some_and(|s| {
+                s.active
+                    && ["vacuum", "pruneTradeHistory"].iter().all(|t| {
+                        s.task_runs
+                            .iter()
+                            .any(|r| r.bot == "t" && r.task == *t && r.result == "Succeeded")
+                    })
+            })
+        },
+        &op,
+    )
+    .await;
+    let runs = w.status.unwrap().task_runs;
+    assert!(
+        runs.iter()
+            .any(|r| r.message.contains("pruned 0 closed trade(s)")),
+        "{runs:?}"
+    );
+    let reasons = events(&e, "t").await;
+    assert!(
+        reasons.iter().any(|r| r == "MaintenanceTaskSucceeded"),
+        "{reasons:?}"
+    );
+
+    // Another reconcile in the same window runs nothing again.
+    patch_window(&e, "db", json!({"allow": {"logCleanup": false}})).await;
+    let generation = windows(&e).get("db").await.unwrap().metadata.generation;
+    let w = wait_window(
+        &e,
+        "db",
+        "new generation observed",
+        move |w| {
+            w.status
+                .as_ref()
+                .is_some_and(|s| s.observed_generation == generation)
+        },
+        &op,
+    )
+    .await;
+    assert_eq!(w.status.unwrap().task_runs, runs, "no task ran twice");
+    for task in ["vacuum", "pruneTradeHistory"] {
+        let n = op
+            .metric(&format!(
+                "iq720_operator_maintenance_tasks_total{{result=\"Succeeded\",task=\"{task}\"}}"
+            ))
+            .await;
+        assert_eq!(n, 1.0, "{task} ran {n} times");
+    }
+    teardown(e).await;
+}

@@ -286,6 +286,87 @@ impl BotApi {
         .await
     }
 
+    /// `POST /api/v1/maintenance/vacuum`: returns the database size in bytes before and
+    /// after.
+    pub async fn vacuum(
+        &self,
+        ep: &BotEndpoint,
+        deadline: Duration,
+    ) -> Result<(u64, u64), BotApiError> {
+        let v: Value = self
+            .request::<Value, _>(
+                ep,
+                Method::POST,
+                "/api/v1/maintenance/vacuum",
+                None,
+                Some(deadline),
+            )
+            .await?;
+        let field = |k: &str| {
+            v[k].as_u64().ok_or_else(|| BotApiError::Decode {
+                path: "/api/v1/maintenance/vacuum".into(),
+                message: format!("missing `{k}`"),
+            })
+        };
+        Ok((field("bytesBefore")?, field("bytesAfter")?))
+    }
+
+    /// `POST /api/v1/maintenance/prune`: deletes closed trades older than
+    /// `older_than_days`; returns how many rows it deleted. The answer (the deleted rows
+    /// as JSON lines) is counted, not kept.
+    pub async fn prune(
+        &self,
+        ep: &BotEndpoint,
+        older_than_days: u32,
+        deadline: Duration,
+    ) -> Result<u64, BotApiError> {
+        let path = "/api/v1/maintenance/prune";
+        let body = serde_json::json!({ "olderThanDays": older_than_days, "dryRun": false });
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{}{}", ep.base, path))
+            .header(header::AUTHORIZATION, format!("Bearer {}", ep.token))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| BotApiError::Unreachable(format!("bad request for {path}: {e}")))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| BotApiError::Unreachable(format!("{path}: {e}")))?;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| BotApiError::Unreachable(format!("{path} body: {e}")))?
+                .to_bytes();
+            Ok::<_, BotApiError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(deadline, exchange)
+            .await
+            .map_err(|_| {
+                BotApiError::Unreachable(format!("{path} timed out after {deadline:?}"))
+            })??;
+        if status != StatusCode::OK {
+            let (code, message) = match serde_json::from_slice::<ErrorResponse>(&bytes) {
+                Ok(e) => (e.error.code, e.error.message),
+                Err(_) => (String::new(), "no message".to_string()),
+            };
+            return Err(BotApiError::Status {
+                status: status.as_u16(),
+                path: path.to_string(),
+                code,
+                message,
+            });
+        }
+        Ok(bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count() as u64)
+    }
+
     /// Calls close-all and confirms the bot is flat and halted. Returns the number of
     /// positions it closed; [`BotApiError::NotFlat`] when the close-all answer or a
     /// fresh `/status` still reports open positions, or the bot is not halted.

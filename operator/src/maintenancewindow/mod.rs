@@ -11,11 +11,13 @@
 //! at the window's next opening or closing. It does not enqueue the TradingBot
 //! controller (kube-runtime controllers cannot enqueue each other); the TradingBot
 //! reconcile asks the gate itself and requeues at min(its poll interval, the next
-//! boundary of its windows), so a deferred change rolls at the opening.
+//! boundary of its windows), so a deferred change rolls at the opening. While a window
+//! is open, its database tasks ([`tasks`]) run once per window and bot.
 
 pub mod error;
 pub mod gate;
 pub mod status;
+pub mod tasks;
 pub mod validate;
 pub mod window;
 
@@ -41,6 +43,8 @@ use error::{Error, Result};
 pub const CONTROLLER: &str = "maintenancewindow";
 /// Field manager of this controller's status writes.
 pub const STATUS_MANAGER: &str = "iq720-operator-maintenancewindow";
+/// Retry of tasks on bots that were not ready, while the window is open.
+const TASK_RETRY: Duration = Duration::from_secs(10);
 /// Slack added to a boundary requeue so the reconcile lands just after the boundary.
 const BOUNDARY_SLACK: Duration = Duration::from_millis(200);
 
@@ -158,10 +162,24 @@ async fn reconcile(mw: Arc<MaintenanceWindow>, state: Arc<State>) -> Result<Acti
         }
         _ => {}
     }
+    let mut retry_tasks = false;
+    if let Some(p) = open {
+        let selected: Vec<&TradingBot> = refs
+            .iter()
+            .copied()
+            .filter(|b| st.selected_bots.contains(&b.name_any()))
+            .collect();
+        retry_tasks = tasks::run(ctx, &mw, p, &selected, &mut st.task_runs)
+            .await
+            .retry;
+    }
     status::write(ctx, &mw, &st).await?;
-    Ok(match window.next_boundary(now) {
-        Some(at) => Action::requeue(until(now, at)),
-        None => Action::await_change(),
+    let boundary = window.next_boundary(now).map(|at| until(now, at));
+    Ok(match (boundary, retry_tasks) {
+        (Some(d), true) => Action::requeue(d.min(TASK_RETRY)),
+        (None, true) => Action::requeue(TASK_RETRY),
+        (Some(d), false) => Action::requeue(d),
+        (None, false) => Action::await_change(),
     })
 }
 

@@ -58,8 +58,9 @@ impl WindowSchedule {
             .unwrap_or(jiff::Timestamp::MAX)
     }
 
-    /// The open period containing `t`, if any. Occurrences that touch or overlap (a
-    /// duration equal to the gap between starts) are merged into one period.
+    /// The open period containing `t`, if any: `start` is the current occurrence's
+    /// start; occurrences that touch (a duration equal to the gap between starts) are
+    /// merged into `end`.
     pub fn open_at(&self, t: Timestamp) -> Option<Period> {
         // The first start in (t - duration, t] opened a period that is still open.
         let from = t.checked_sub(self.duration).ok()?;
@@ -67,9 +68,9 @@ impl WindowSchedule {
         if start > t {
             return None;
         }
-        // The latest start <= t gives the furthest end; then merge later starts that
-        // begin before the period ends.
-        let first = start;
+        // The latest start <= t is the current occurrence (tasks run once per
+        // occurrence) and gives the furthest end; then merge later starts that begin
+        // before the period ends.
         for _ in 0..WALK_LIMIT {
             match self.schedule.next_after(start) {
                 Some(n) if n <= t => start = n,
@@ -87,7 +88,7 @@ impl WindowSchedule {
                 _ => break,
             }
         }
-        Some(Period { start: first, end })
+        Some(Period { start, end })
     }
 
     /// The first start strictly after `t` (None: the expression never matches again).
