@@ -333,10 +333,22 @@ pub async fn close_all_with_retry(
         ever_ran: last.current_version.is_some(),
     };
     loop {
-        let Some(tok) = token::read(&ctx.client, target).await? else {
-            return Ok(StopOutcome::Failed(
-                "the bot's API token Secret is missing".into(),
-            ));
+        // The cached token first: under foreground deletion the garbage collector may
+        // already have deleted the token Secret while the bot still runs.
+        let cached = ctx.tokens.get(&target.namespace, &target.name);
+        let tok = match cached {
+            Some(t) => t,
+            None => match token::read(&ctx.client, target).await? {
+                Some(t) => {
+                    ctx.tokens.put(&target.namespace, &target.name, &t);
+                    t
+                }
+                None => {
+                    return Ok(StopOutcome::Failed(
+                        "the bot's API token Secret is missing".into(),
+                    ));
+                }
+            },
         };
         let last_error = match endpoint::lookup(&ctx.client, target, &tok).await? {
             PodLookup::Missing => return Ok(not_running()),
@@ -354,7 +366,9 @@ pub async fn close_all_with_retry(
                             status: 401 | 403, ..
                         },
                     ) => {
-                        return Ok(StopOutcome::Failed(format!("close-all failed: {e}")));
+                        // A stale cached token: read the Secret again on the next try.
+                        ctx.tokens.forget(&target.namespace, &target.name);
+                        format!("close-all failed: {e}")
                     }
                     Err(e) => format!("close-all failed: {e}"),
                 }
