@@ -7,7 +7,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use iq720_crds::generate;
 
-use crate::manager::{self, ManagerError};
 
 /// Kubernetes operator for IQ-720 trading bots.
 #[derive(Debug, Parser)]
@@ -128,29 +127,17 @@ pub enum CliError {
         /// Underlying error.
         source: std::io::Error,
     },
-    /// The operator failed.
-    #[error(transparent)]
-    Operator(#[from] ManagerError),
 }
 
 /// Runs the parsed command.
-pub fn execute(cli: Cli) -> Result<(), CliError> {
-    match cli.command {
-        Command::Crd { out_dir: None } => {
+/// `iq720-operator crd`: prints the CRDs, or writes one file per CRD into `out_dir`.
+pub fn crd(out_dir: Option<&std::path::Path>) -> Result<(), CliError> {
+    match out_dir {
+        None => {
             print!("{}", generate::all_to_yaml()?);
             Ok(())
         }
-        Command::Crd { out_dir: Some(dir) } => write_crds(&dir),
-        Command::Run(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| {
-                    ManagerError::Runtime(format!("cannot start the async runtime: {e}"))
-                })?;
-            runtime.block_on(manager::run(*args))?;
-            Ok(())
-        }
+        Some(dir) => write_crds(dir),
     }
 }
 

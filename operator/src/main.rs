@@ -7,7 +7,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use iq720_operator::cli;
+use iq720_operator::cli::{self, Command};
+use iq720_operator::manager::{self, ManagerError};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -23,11 +24,24 @@ fn main() -> ExitCode {
             .with_current_span(false)
             .init();
     }
-    match cli::execute(cli) {
+    let result = match cli.command {
+        Command::Crd { out_dir } => cli::crd(out_dir.as_deref()).map_err(|e| e.to_string()),
+        Command::Run(args) => run(*args).map_err(|e| e.to_string()),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("iq720-operator: {err}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `run`: the controllers on a multi-threaded runtime until shutdown.
+fn run(args: cli::RunArgs) -> Result<(), ManagerError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ManagerError::Runtime(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(manager::run(args))
 }
