@@ -10,39 +10,14 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::duration::HumanDuration;
+pub use crate::problem::Problem;
 use crate::risk;
 pub use crate::strategy::{StrategyKind, StrategyParams};
-
-/// One thing wrong with a configuration: the dotted field path and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted field path, e.g. `risk.maxPositions` or `pairs[1]`.
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl Problem {
-    /// A problem of `field`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
 
 /// Errors raised while loading or validating a configuration.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::Problem;
+use crate::problem::Problem;
 
 /// The strategy kinds the bot implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

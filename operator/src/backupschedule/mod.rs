@@ -15,6 +15,7 @@
 pub mod error;
 pub mod retention;
 pub mod run;
+pub mod s3;
 pub mod schedule;
 pub mod status;
 pub mod validate;

@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, timeout_at};
 
 use super::error::BackupError;
-use super::run::{META_SHA256, S3Target};
+use super::s3::{META_SHA256, S3Target};
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
