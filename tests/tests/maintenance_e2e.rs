@@ -598,3 +598,52 @@ async fn vacuum_and_prune_run_once_per_window() {
     }
     teardown(e).await;
 }
+
+#[tokio::test]
+async fn operator_restart_inside_an_open_window_keeps_the_window_pause_then_restores() {
+    let e = env().await;
+    let mut op = Operator::start(&e.kubeconfig, e.ns.name(), "op-mw-r1", &[]).await;
+    let ns = Some(e.ns.name());
+    apply_yaml(&e.cluster.client, ns, &bot_yaml("r", ""))
+        .await
+        .unwrap();
+    wait_bot(&e, "r", "Running", running, &op).await;
+    apply_yaml(
+        &e.cluster.client,
+        ns,
+        &window_yaml("quiet", OPEN_SCHEDULE, "  pauseTrading: true\n"),
+    )
+    .await
+    .unwrap();
+    wait_bot_paused(&e, "r", true, &op).await;
+
+    // The operator dies inside the window; a new one starts.
+    op.child.kill().await.unwrap();
+    let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-mw-r2", &[]).await;
+    // Proof the new operator reconciled the bot: a hot change reaches it...
+    merge_patch(&e, "r", json!({"risk": {"maxPositions": 6}})).await;
+    let (addr, token) = bot_addr_token(&e, "r").await;
+    poll_until(
+        "hot change through the new operator",
+        DEADLINE,
+        Duration::from_millis(200),
+        || {
+            let (addr, token) = (addr.clone(), token.clone());
+            async move {
+                let (_, cfg) = bot_api(&addr, &token, "GET", "/api/v1/config", "").await;
+                (cfg["risk"]["maxPositions"] == 6).then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", tail(&op)));
+    // ...and the window's pause holds (recomputed from the window, not remembered).
+    assert_eq!(bot_status(&e, "r").await["paused"], true);
+    let b = bots(&e).get("r").await.unwrap();
+    assert_eq!(condition(&b, "Paused").as_deref(), Some("True"));
+
+    // The window closes: the new operator restores the spec's pause (none).
+    patch_window(&e, "quiet", json!({"schedule": closed_schedule()})).await;
+    wait_bot_paused(&e, "r", false, &op).await;
+    teardown(e).await;
+}
