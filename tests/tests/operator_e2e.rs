@@ -532,14 +532,27 @@ async fn emergency_stop_of_an_unreachable_bot_still_scales_to_zero() {
     )
     .await
     .unwrap();
-    wait_bot(
+    // Not a silent `Starting`: the container's reason is reported (issue 8, item 12).
+    let b = wait_bot(
         &e,
         "ghost",
-        "Starting",
-        |b| phase(b) == Some(TradingBotPhase::Starting),
+        "Failed with the container's reason",
+        |b| phase(b) == Some(TradingBotPhase::Failed),
         &op,
     )
     .await;
+    let ready = b
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready.reason, "PodFailing");
+    assert!(ready.message.contains("ImagePull"), "{}", ready.message);
+    assert!(events(&e, "ghost").await.iter().any(|r| r == "BotPodFailing"));
     merge_patch(&e, "ghost", json!({"emergencyStop": true})).await;
     let b = wait_bot(&e, "ghost", "EmergencyStopped", stop_completed, &op).await;
     let st = b.status.clone().unwrap();

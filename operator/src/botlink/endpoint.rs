@@ -69,6 +69,38 @@ impl PodLookup {
     }
 }
 
+/// Container waiting reasons that do not pass by waiting: the pod needs a change.
+const STUCK_REASONS: [&str; 6] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// Why the bot's container cannot run, when it is stuck (`reason: message`), e.g.
+/// `ImagePullBackOff: no image ...` or `CrashLoopBackOff: ...`. `None` while it is
+/// merely starting.
+pub fn stuck_reason(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .find_map(|c| {
+            let waiting = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = waiting.reason.as_deref()?;
+            STUCK_REASONS
+                .contains(&reason)
+                .then(|| match &waiting.message {
+                    Some(m) if !m.is_empty() => format!("{reason}: {m}"),
+                    _ => reason.to_string(),
+                })
+        })
+}
+
 /// The lookup result for a pod read from a cache (`None`: no such pod).
 pub fn from_cached(pod: Option<&Pod>, token: &str) -> PodLookup {
     match pod {
@@ -85,4 +117,29 @@ pub async fn lookup(client: &Client, bot: &BotRef, token: &str) -> Result<PodLoo
         None => PodLookup::Missing,
         Some(pod) => from_pod(&pod, token).map_or(PodLookup::NoAddress, PodLookup::Found),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_reasons_that_need_a_change_are_stuck() {
+        let pod = |reason: &str| -> Pod {
+            serde_json::from_value(json!({"status": {"containerStatuses": [{
+                "name": "bot", "image": "x", "imageID": "", "ready": false, "restartCount": 3,
+                "state": {"waiting": {"reason": reason, "message": "no image mapped"}}
+            }]}}))
+            .unwrap()
+        };
+        assert_eq!(
+            stuck_reason(&pod("ImagePullBackOff")).as_deref(),
+            Some("ImagePullBackOff: no image mapped")
+        );
+        assert!(stuck_reason(&pod("CrashLoopBackOff")).is_some());
+        assert_eq!(stuck_reason(&pod("ContainerCreating")), None);
+        assert_eq!(stuck_reason(&Pod::default()), None);
+    }
 }

@@ -363,7 +363,15 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner) -> Result<Action> {
     let pod = match found {
         PodLookup::Found(p) if p.ready && !p.terminating => p,
         PodLookup::Found(_) | PodLookup::NoAddress => {
-            converse::starting(&mut st, "the bot pod is not ready yet", generation);
+            let stuck = match ctx.cache.stores() {
+                Some(stores) => lookup(&stores.pods, &owner.namespace, &target.pod_name())
+                    .and_then(|p| endpoint::stuck_reason(&p)),
+                None => None,
+            };
+            match stuck {
+                Some(why) => pod_failing(ctx, bot, &mut st, &why).await,
+                None => converse::starting(&mut st, "the bot pod is not ready yet", generation),
+            }
             status::write(ctx, bot, st).await?;
             return Ok(Action::requeue(requeue));
         }
@@ -395,6 +403,30 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner) -> Result<Action> {
     }
     status::write(ctx, bot, st).await?;
     Ok(Action::requeue(requeue))
+}
+
+/// The bot's container cannot run as specified (image not found, crash loop): phase
+/// `Failed` with the container's reason in the `Ready` condition, and a Warning Event
+/// when the reason is new, instead of a silent `Starting`.
+async fn pod_failing(ctx: &Context, bot: &TradingBot, st: &mut TradingBotStatus, why: &str) {
+    let message = format!(
+        "the bot container cannot run: {why}; check spec.version and spec.image, and the bot's log"
+    );
+    let changed = conditions::find(&st.conditions, condition::READY)
+        .is_none_or(|c| c.reason != "PodFailing" || c.message != message);
+    st.phase = Some(TradingBotPhase::Failed);
+    set_condition(
+        &mut st.conditions,
+        condition::READY,
+        false,
+        "PodFailing",
+        &message,
+        bot.metadata.generation,
+    );
+    if changed {
+        ctx.event(bot, EventType::Warning, "BotPodFailing", "Run", message)
+            .await;
+    }
 }
 
 /// Records that owned objects could not be applied: `ResourcesApplied` False and a
