@@ -7,7 +7,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use iq720_crds::generate;
 
-
 /// Kubernetes operator for IQ-720 trading bots.
 #[derive(Debug, Parser)]
 #[command(name = "iq720-operator", version, about)]

@@ -552,7 +552,12 @@ async fn emergency_stop_of_an_unreachable_bot_still_scales_to_zero() {
         .clone();
     assert_eq!(ready.reason, "PodFailing");
     assert!(ready.message.contains("ImagePull"), "{}", ready.message);
-    assert!(events(&e, "ghost").await.iter().any(|r| r == "BotPodFailing"));
+    assert!(
+        events(&e, "ghost")
+            .await
+            .iter()
+            .any(|r| r == "BotPodFailing")
+    );
     merge_patch(&e, "ghost", json!({"emergencyStop": true})).await;
     let b = wait_bot(&e, "ghost", "EmergencyStopped", stop_completed, &op).await;
     let st = b.status.clone().unwrap();
