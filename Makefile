@@ -21,7 +21,7 @@ help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: test
-test: lint crds-check chart-test demo-test test-rust ## run every test (what CI runs)
+test: lint crds-check chart-test monitoring-test demo-test test-rust ## run every test (what CI runs)
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy -D warnings
@@ -47,6 +47,10 @@ crds-check: ## fail when the committed CRDs differ from the generator
 .PHONY: chart-test
 chart-test: ## helm lint and helm template with default and non-default values
 	bash tests/scripts/chart-test.sh
+
+.PHONY: monitoring-test
+monitoring-test: ## promtool tests of the alert rules (file and rendered PrometheusRule), Argo CD health checks in Lua
+	bash tests/monitoring/run.sh
 
 .PHONY: cluster-up
 cluster-up: ## start the local control plane, node agent and MinIO

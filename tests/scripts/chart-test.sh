@@ -28,6 +28,12 @@ render name-override --set nameOverride=bots-operator
 render fullname-override --set fullnameOverride=ops --set replicaCount=2
 render scrapers --set 'networkPolicy.metricsScraperNamespaces={monitoring,observability}'
 render recreate --set updateStrategy.type=Recreate
+render monitoring --set metrics.prometheusRule.enabled=true --set metrics.podMonitor.enabled=true \
+  --set 'networkPolicy.metricsScraperNamespaces={monitoring}' --set metrics.prometheusRule.backupMaxAgeHours=170 \
+  --set 'metrics.prometheusRule.disabledAlerts={IQ720BotDown}' --set metrics.prometheusRule.additionalRuleLabels.team=trading \
+  --set metrics.prometheusRule.runbookBaseUrl=https://wiki.example.com/iq720
+render monitoring-ns --set metrics.podMonitor.enabled=true --set watchNamespace=trading \
+  --set 'networkPolicy.metricsScraperNamespaces={monitoring}'
 
 expect() { grep -q -- "$2" "$OUT/$1.yaml" || { echo "chart-test: $1 lacks: $2" >&2; exit 1; }; }
 refute() { if grep -q -- "$2" "$OUT/$1.yaml"; then echo "chart-test: $1 must not contain: $2" >&2; exit 1; fi; }
@@ -105,7 +111,40 @@ expect recreate "type: Recreate"
 refute recreate "rollingUpdate:"
 expect default "- --lease-renew-deadline=10s"
 
+# Monitoring (README "Monitoring and alerts"): off by default; the PrometheusRule embeds
+# files/alerts.yaml (make monitoring-test runs promtool on it) with the values applied;
+# the PodMonitor scrapes the bots' API port as job iq720-bot.
+refute default "kind: PrometheusRule"
+refute default "kind: PodMonitor"
+expect monitoring "kind: PrometheusRule"
+expect monitoring "alert: IQ720EmergencyStopPositionsMayRemain"
+expect monitoring "> 170 \* 3600"
+refute monitoring "> 26 \* 3600"
+refute monitoring "alert: IQ720BotDown"
+expect monitoring "alert: IQ720BotHalted"
+expect monitoring "team: trading"
+expect monitoring "runbook_url: https://wiki.example.com/iq720#iq720operatornotleading"
+refute monitoring "github.com/iq720/iq720-operator/blob/main/README.md"
+expect monitoring 'summary: Bot {{ $labels.namespace }}/{{ $labels.pod }} halted new entries'
+[[ $(docs_of monitoring PrometheusRule | grep -c '^        - alert: ') -eq 12 ]] ||
+  { echo "chart-test: monitoring PrometheusRule should have 12 alerts (13 less one disabled)" >&2; exit 1; }
+expect monitoring "kind: PodMonitor"
+expect monitoring "port: api"
+expect monitoring "replacement: iq720-bot"
+expect monitoring "app.kubernetes.io/name: iq720-bot"
+expect monitoring "any: true"
+expect monitoring "- --metrics-scraper-namespaces=monitoring"
+expect monitoring-ns "matchNames:"
+refute monitoring-ns "any: true"
+
 # Values the chart must refuse.
+if "$HELM" template iq720 "$CHART" --kube-version "$KUBE_VERSION" --set metrics.podMonitor.enabled=true >/dev/null 2>&1; then
+  echo "chart-test: a PodMonitor without networkPolicy.metricsScraperNamespaces must be refused (the NetworkPolicy would block it)" >&2; exit 1
+fi
+if "$HELM" template iq720 "$CHART" --kube-version "$KUBE_VERSION" --set metrics.prometheusRule.enabled=true \
+  --set 'metrics.prometheusRule.disabledAlerts={IQ720NoSuchAlert}' >/dev/null 2>&1; then
+  echo "chart-test: disabling an alert that does not exist must be refused" >&2; exit 1
+fi
 if "$HELM" template iq720 "$CHART" --kube-version "$KUBE_VERSION" --set replicaCount=2 --set leaderElection.enabled=false >/dev/null 2>&1; then
   echo "chart-test: replicaCount=2 without leader election must be refused" >&2; exit 1
 fi
@@ -113,7 +152,8 @@ if "$HELM" template iq720 "$CHART" --kube-version "$KUBE_VERSION" --set image.pu
   echo "chart-test: values.schema.json must refuse image.pullPolicy=Sometimes" >&2; exit 1
 fi
 for bad in 'networkPolicy.metricsScraperNamespaces={Not_A_Namespace}' updateStrategy.type=Sometimes \
-  leaderElection.renewDeadline=soon; do
+  leaderElection.renewDeadline=soon metrics.prometheusRule.backupMaxAgeHours=0 \
+  metrics.podMonitor.interval=often metrics.prometheusRule.runbookBaseUrl=wiki; do
   if "$HELM" template iq720 "$CHART" --kube-version "$KUBE_VERSION" --set "$bad" >/dev/null 2>&1; then
     echo "chart-test: values.schema.json must refuse $bad" >&2; exit 1
   fi
