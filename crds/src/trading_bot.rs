@@ -12,6 +12,10 @@ use crate::common::{LocalRef, SecretRef};
 
 /// Default image repository of the bot.
 pub const DEFAULT_BOT_IMAGE: &str = "ghcr.io/iq720/iq720-bot";
+/// Annotation asking for an API token rotation now: each distinct value rotates once
+/// (inside an allowed maintenance window when the bot is selected by one), for example
+/// `kubectl annotate tb NAME trading.iq720.io/rotate-keys="$(date +%s)" --overwrite`.
+pub const ROTATE_KEYS_ANNOTATION: &str = "trading.iq720.io/rotate-keys";
 
 /// Desired state of a trading bot.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -641,13 +645,46 @@ pub struct LastBackup {
     pub verified: bool,
 }
 
-/// State of the bot's API tokens. Never contains a token.
+/// State of the bot's API tokens. Never contains a token: only the names of the keys
+/// of the token Secret that hold them.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeysStatus {
-    /// When the tokens were last rotated.
+    /// When the tokens were last rotated (the old token removed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotated: Option<Time>,
+    /// When the next scheduled rotation is due: `lastRotated` (or, before the first
+    /// rotation, the token Secret's creation) plus `spec.apiKeys.rotationInterval`. A
+    /// bot selected by a MaintenanceWindow rotates at the first window allowing
+    /// `keyRotation` from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation: Option<Time>,
+    /// Value of the `trading.iq720.io/rotate-keys` annotation acted on last (each
+    /// distinct value asks for one rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub last_rotation_request: Option<String>,
+    /// The rotation in progress, recorded before the new token is written to the
+    /// Secret so that an operator restart resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<KeyRotationStatus>,
+}
+
+/// A rotation of the bot's API tokens in progress.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRotationStatus {
+    /// Name of the token Secret's key that holds the new token (the name only, such as
+    /// `token-1767225600`; never the token).
+    #[schemars(length(max = 253))]
+    pub new_key: String,
+    /// When the rotation started.
+    pub started_at: Time,
+    /// When the bot accepted the new token and the operator switched to it; the old
+    /// token is removed `spec.apiKeys.gracePeriod` later. Unset while the operator
+    /// waits for the bot to load the new token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switched_at: Option<Time>,
 }
 
 /// Outcome of an emergency stop.

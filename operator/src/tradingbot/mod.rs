@@ -9,6 +9,7 @@ pub mod converse;
 pub mod decide;
 pub mod emergency;
 pub mod error;
+pub mod keys;
 pub mod pipeline;
 pub mod status;
 pub mod validate;

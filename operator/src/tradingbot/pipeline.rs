@@ -1,8 +1,9 @@
 //! The TradingBot reconcile pipeline, one step per module:
 //! decide ([`super::decide`]) → emergency stop ([`super::emergency`], before anything
 //! else) → validate ([`super::validate`]) → build ([`super::build`], pure) → apply
-//! ([`super::apply`]) → converse with the bot ([`super::converse`]) → status
-//! ([`super::status`], one write, only on change).
+//! ([`super::apply`]) → converse with the bot ([`super::converse`]) → one step of an
+//! API token rotation ([`super::keys`]) → status ([`super::status`], one write, only
+//! on change).
 //!
 //! Maintenance windows: before apply, the gate ([`crate::maintenancewindow::gate`])
 //! says whether a pod restart may happen now; if not, apply keeps the running pod
@@ -27,7 +28,7 @@ use super::build::{self, Owner};
 use super::decide::{self, Plan};
 use super::error::{Error, Result};
 use super::status::{self, condition, set_condition};
-use super::{converse, emergency, validate};
+use super::{converse, emergency, keys, validate};
 use crate::botlink::BotRef;
 use crate::botlink::client::BotApiError;
 use crate::botlink::endpoint::{self, PodLookup};
@@ -381,13 +382,20 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner) -> Result<Action> {
             return Ok(Action::requeue(requeue));
         }
     };
+    let mut requeue = requeue;
     match converse::converse(ctx, bot, &pod.endpoint, &desired, &pause, &mut st).await {
-        Ok(report) => status::apply_report(&mut st, &report, generation),
+        Ok(report) => {
+            status::apply_report(&mut st, &report, generation);
+            // API token rotation (see keys.rs): one step, requeue by the next step's time.
+            let next_key_step = keys::step(ctx, bot, &target, &pod.endpoint, &gate, &mut st).await;
+            requeue = requeue.min(next_key_step);
+        }
         Err(Error::Bot(e)) => {
             debug!(bot = %owner.name, error = %e, "bot API call failed");
             if matches!(e, BotApiError::Status { status: 401, .. }) {
-                // The token Secret changed: read it again next time.
-                ctx.tokens.forget(&owner.namespace, &owner.name);
+                // The token Secret changed: the newest token, or another one the bot
+                // still accepts (mid-rotation), is cached for the next reconcile.
+                keys::unauthorized(ctx, &target, &pod.endpoint).await;
             }
             set_condition(
                 &mut st.conditions,
