@@ -366,8 +366,9 @@ pub async fn close_all_with_retry(
                             status: 401 | 403, ..
                         },
                     ) => {
-                        // A stale cached token: read the Secret again on the next try.
-                        ctx.tokens.forget(&target.namespace, &target.name);
+                        // A stale cached token: the Secret's newest token, or another
+                        // one the bot still accepts (mid-rotation), for the next try.
+                        super::keys::unauthorized(ctx, target, &pod.endpoint).await;
                         format!("close-all failed: {e}")
                     }
                     Err(e) => format!("close-all failed: {e}"),
