@@ -30,7 +30,7 @@ use kube::api::{Api, ListParams};
 use kube::core::{Selector, SelectorExt};
 
 use super::window::WindowSchedule;
-use crate::backupschedule::schedule::Schedule;
+use crate::shared::schedule::Schedule;
 use crate::shared::context::Context;
 
 /// A disruptive operation that windows gate.

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use kube::core::Selector;
 
 use super::window::WindowSchedule;
-use crate::backupschedule::schedule::{Schedule, ScheduleError};
+use crate::shared::schedule::{Schedule, ScheduleError};
 
 /// Checks the spec at `now`; `Err` lists every problem, each a sentence a user can act
 /// on.

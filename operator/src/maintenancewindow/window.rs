@@ -4,7 +4,7 @@
 //! Why pure: the hard cases — a window crossing midnight, a start that falls into a
 //! daylight-saving gap or is repeated by a fall-back — must be pinned down by unit tests
 //! at exact instants, without a cluster. Starts come from the same cron + zone parsing
-//! as the BackupSchedule controller ([`crate::backupschedule::schedule::Schedule`]): a
+//! as the BackupSchedule controller (the shared [`crate::shared::schedule::Schedule`]): a
 //! start inside a spring-forward gap opens once right after the gap, a start repeated by
 //! a fall-back opens once, at its first occurrence. `duration` is elapsed time, not wall
 //! time: a 2h window that opens at 01:00 on a fall-back night closes two real hours
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::backupschedule::schedule::Schedule;
+use crate::shared::schedule::Schedule;
 
 /// Most starts walked while merging back-to-back occurrences or checking the period.
 const WALK_LIMIT: usize = 2_000;

@@ -14,4 +14,5 @@ pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod quantity;
+pub mod schedule;
 pub mod status;
