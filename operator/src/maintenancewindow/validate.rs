@@ -2,7 +2,7 @@
 //! against the period of the schedule, and the bot selector.
 //!
 //! Why here and not in CEL: CEL has no cron parser and no tz database. Cron and zone
-//! parsing is the BackupSchedule controller's ([`crate::backupschedule::schedule`]),
+//! parsing is shared ([`crate::shared::schedule`]) with the BackupSchedule controller,
 //! reused so both kinds accept exactly the same schedules; durations are parsed by
 //! [`iq720_contract::duration`] like every other duration of a spec. A spec that fails
 //! is reported in the InvalidSpec condition and the controller waits for the next spec
