@@ -2,8 +2,9 @@
 //! with the real bot binary (which accepts every key of its mounted token Secret):
 //! an on-demand rotation overlaps the old and the new token for the grace period, then
 //! only the new one works; an operator killed between the rotation's steps is replaced
-//! by one that completes the rotation and still reaches the bot. No token value may
-//! appear in the operator's log, the bot's status or its Events.
+//! by one that completes the rotation and still reaches the bot; a bot selected by a
+//! MaintenanceWindow rotates only while a window allowing `keyRotation` is open. No
+//! token value may appear in the operator's log, the bot's status or its Events.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
@@ -339,5 +340,122 @@ async fn operator_killed_between_rotation_steps_completes_it_and_keeps_access() 
     assert_eq!(status_with(&addr, &new).await, 200);
     operator_reaches_bot(&e, "phoenix", &op).await;
     assert_no_leak(&e, "phoenix", &[&old, &new], &[&first, &second, &op]).await;
+    teardown(e).await;
+}
+
+/// A daily window starting twelve hours from now (UTC): closed for the whole test.
+fn closed_schedule() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!("0 {} * * *", (secs / 3600 + 12) % 24)
+}
+
+async fn patch_window(e: &Env, name: &str, spec: serde_json::Value) {
+    Api::<iq720_crds::MaintenanceWindow>::namespaced(e.cluster.client.clone(), e.ns.name())
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": spec })),
+        )
+        .await
+        .unwrap();
+}
+
+/// A reconcile that started after every earlier change has finished: the bot's pause
+/// (set through the bot API) follows `paused`.
+async fn reconciled_after(e: &Env, bot: &str, paused: bool, op: &Operator) {
+    merge_patch(e, bot, json!({ "paused": paused })).await;
+    let want = if paused { "True" } else { "False" };
+    wait_bot(
+        e,
+        bot,
+        "a later reconcile",
+        move |b| condition(b, "Paused").as_deref() == Some(want),
+        op,
+    )
+    .await;
+}
+
+fn untouched(b: &TradingBot) -> bool {
+    api_keys(b).is_none_or(|k| {
+        k.rotation.is_none() && k.last_rotated.is_none() && k.last_rotation_request.is_none()
+    })
+}
+
+#[tokio::test]
+async fn rotation_waits_for_an_open_window_allowing_key_rotation() {
+    let e = env().await;
+    let op = Operator::start(&e.kubeconfig, e.ns.name(), "keys-gate", &[]).await;
+    apply_yaml(
+        &e.cluster.client,
+        Some(e.ns.name()),
+        &format!(
+            "apiVersion: trading.iq720.io/v1alpha1\nkind: MaintenanceWindow\nmetadata: {{name: keys}}\nspec:\n  schedule: \"{}\"\n  duration: 1m\n  timeZone: UTC\n",
+            closed_schedule()
+        ),
+    )
+    .await
+    .unwrap();
+    apply_yaml(
+        &e.cluster.client,
+        Some(e.ns.name()),
+        &bot_yaml(
+            "gated",
+            "  apiKeys: {rotationInterval: 90d, gracePeriod: 2s}\n",
+        ),
+    )
+    .await
+    .unwrap();
+    wait_bot(
+        &e,
+        "gated",
+        "Running",
+        |b| phase(b) == Some(TradingBotPhase::Running),
+        &op,
+    )
+    .await;
+    annotate(&e, "gated", "1").await;
+    // a closed window: the request waits
+    reconciled_after(&e, "gated", true, &op).await;
+    assert_eq!(tokens(&e, "gated").await.len(), 1);
+    assert!(untouched(&bots(&e).get("gated").await.unwrap()));
+    // an open window that does not allow keyRotation: still waits
+    patch_window(
+        &e,
+        "keys",
+        json!({"schedule": "* * * * *", "allow": {"keyRotation": false}}),
+    )
+    .await;
+    poll_until(
+        "window open",
+        DEADLINE,
+        Duration::from_millis(200),
+        || async {
+            let w = Api::<iq720_crds::MaintenanceWindow>::namespaced(
+                e.cluster.client.clone(),
+                e.ns.name(),
+            )
+            .get("keys")
+            .await
+            .ok()?;
+            w.status?.active.then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    reconciled_after(&e, "gated", false, &op).await;
+    assert_eq!(tokens(&e, "gated").await.len(), 1);
+    assert!(untouched(&bots(&e).get("gated").await.unwrap()));
+    // allowed: the rotation runs
+    patch_window(&e, "keys", json!({"allow": {"keyRotation": true}})).await;
+    let b = wait_bot(&e, "gated", "rotated in the window", rotation_done, &op).await;
+    assert_eq!(
+        api_keys(&b).unwrap().last_rotation_request.as_deref(),
+        Some("1")
+    );
+    let after = wait_tokens(&e, "gated", 1, &op).await;
+    assert!(rank(&after[0].0).unwrap() > 0);
     teardown(e).await;
 }
