@@ -17,12 +17,12 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::error::Result;
+use super::gate::MAINTENANCE_PENDING;
 use super::gate::{Operation, selects};
 use super::window::Period;
 use super::{CONTROLLER, STATUS_MANAGER};
 use crate::shared::conditions::{find, set_condition};
 use crate::shared::context::Context;
-use crate::tradingbot::status::condition::MAINTENANCE_PENDING;
 
 /// Condition types of this controller.
 pub mod condition {
