@@ -25,7 +25,7 @@ use serde_json::json;
 
 use super::error::Result;
 use super::{CONTROLLER, STATUS_MANAGER};
-use crate::shared::conditions::{find, set_condition};
+use crate::shared::conditions::set_condition;
 use crate::shared::context::Context;
 
 /// Condition types of this controller.
@@ -46,22 +46,9 @@ pub fn invalid(
     problems: &[String],
     generation: Option<i64>,
 ) -> bool {
-    let message = problems.join("; ");
-    let new = find(&st.conditions, condition::INVALID_SPEC)
-        .is_none_or(|c| c.status != "True" || c.message != message);
-    set_condition(
+    let new = crate::shared::conditions::report_invalid(
         &mut st.conditions,
-        condition::INVALID_SPEC,
-        true,
-        "InvalidSpec",
-        &message,
-        generation,
-    );
-    set_condition(
-        &mut st.conditions,
-        condition::READY,
-        false,
-        "InvalidSpec",
+        problems,
         "the spec is invalid; see the InvalidSpec condition",
         generation,
     );

@@ -39,22 +39,9 @@ pub fn invalid(
     problems: &[String],
     generation: Option<i64>,
 ) -> bool {
-    let message = problems.join("; ");
-    let new = find(&st.conditions, condition::INVALID_SPEC)
-        .is_none_or(|c| c.status != "True" || c.message != message);
-    set_condition(
+    let new = crate::shared::conditions::report_invalid(
         &mut st.conditions,
-        condition::INVALID_SPEC,
-        true,
-        "InvalidSpec",
-        &message,
-        generation,
-    );
-    set_condition(
-        &mut st.conditions,
-        condition::READY,
-        false,
-        "InvalidSpec",
+        problems,
         "the spec is invalid and the window never opens; see the InvalidSpec condition",
         generation,
     );

@@ -30,6 +30,37 @@ pub fn set_condition(
     conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
 }
 
+/// Reports spec problems the schema cannot catch: `InvalidSpec` True with the problems,
+/// `Ready` False with `not_ready` as its message. Returns whether the problems are new
+/// (a Warning Event is due; repeated reconciles of one bad spec stay quiet).
+pub fn report_invalid(
+    conditions: &mut Vec<Condition>,
+    problems: &[String],
+    not_ready: &str,
+    generation: Option<i64>,
+) -> bool {
+    let message = problems.join("; ");
+    let new =
+        find(conditions, "InvalidSpec").is_none_or(|c| c.status != "True" || c.message != message);
+    set_condition(
+        conditions,
+        "InvalidSpec",
+        true,
+        "InvalidSpec",
+        &message,
+        generation,
+    );
+    set_condition(
+        conditions,
+        "Ready",
+        false,
+        "InvalidSpec",
+        not_ready,
+        generation,
+    );
+    new
+}
+
 /// Removes a condition type (a condition that no longer applies).
 pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
     conditions.retain(|c| c.type_ != type_);
