@@ -204,13 +204,7 @@ async fn bot_lifecycle_pause_reload_emergency_stop_and_delete() {
     .unwrap();
     let zero_latency = t0.elapsed();
     assert_eq!(zero.spec.unwrap().replicas, Some(0));
-    let pods: Api<Pod> = Api::namespaced(e.cluster.client.clone(), e.ns.name());
-    poll_until("bot pod gone", DEADLINE, Duration::from_millis(200), || {
-        let pods = pods.clone();
-        async move { pods.get_opt("alpha-0").await.ok()?.is_none().then_some(()) }
-    })
-    .await
-    .unwrap();
+    wait_pod_gone(&e, "alpha").await;
     let pod_gone_latency = t0.elapsed();
     println!(
         "BENCH emergency-stop: patch->flat+EmergencyStopped {:.0} ms, patch->replicas 0 {:.0} ms, patch->pod gone {:.0} ms, positions closed {:?}",
@@ -258,17 +252,7 @@ async fn bot_lifecycle_pause_reload_emergency_stop_and_delete() {
         .delete("alpha", &DeleteParams::default())
         .await
         .unwrap();
-    poll_until(
-        "TradingBot deleted",
-        DEADLINE,
-        Duration::from_millis(200),
-        || {
-            let api = bots(&e);
-            async move { api.get_opt("alpha").await.ok()?.is_none().then_some(()) }
-        },
-    )
-    .await
-    .unwrap_or_else(|err| panic!("{err}\n{}", op.log_text()));
+    wait_deleted(&e, "alpha", &op).await;
     let reasons = events(&e, "alpha").await;
     assert!(
         reasons.iter().any(|r| r == "PositionsClosed"),

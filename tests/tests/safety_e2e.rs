@@ -63,17 +63,7 @@ async fn bot_reports(e: &Env, name: &str, what: &str, pred: fn(&Value) -> bool) 
 async fn emergency_stop_and_pause_run_on_an_invalid_spec_and_stay_confirmed() {
     let e = env().await;
     let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-safe-1", &[]).await;
-    apply_yaml(&e.cluster.client, Some(e.ns.name()), &bot_yaml("typo", ""))
-        .await
-        .unwrap();
-    wait_bot(
-        &e,
-        "typo",
-        "Running",
-        |b| phase(b) == Some(TradingBotPhase::Running),
-        &op,
-    )
-    .await;
+    apply_running(&e, "typo", "", &op).await;
     merge_patch(
         &e,
         "typo",
@@ -105,14 +95,7 @@ async fn emergency_stop_and_pause_run_on_an_invalid_spec_and_stay_confirmed() {
     let (_, reason, _) = condition_of(&b, "EmergencyStopped").unwrap();
     assert_eq!(reason, "Completed");
     replicas_zero(&e, "typo").await;
-    let pods: Api<k8s_openapi::api::core::v1::Pod> =
-        Api::namespaced(e.cluster.client.clone(), e.ns.name());
-    poll_until("bot pod gone", DEADLINE, Duration::from_millis(200), || {
-        let pods = pods.clone();
-        async move { pods.get_opt("typo-0").await.ok()?.is_none().then_some(()) }
-    })
-    .await
-    .unwrap();
+    wait_pod_gone(&e, "typo").await;
     // More reconciles with the pod gone (metadata changes trigger them) must keep the
     // confirmed result.
     for i in 0..3 {
@@ -163,17 +146,7 @@ async fn emergency_stop_and_pause_run_on_an_invalid_spec_and_stay_confirmed() {
 async fn storage_change_never_wedges_the_bot() {
     let e = env().await;
     let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-safe-2", &[]).await;
-    apply_yaml(&e.cluster.client, Some(e.ns.name()), &bot_yaml("disk", ""))
-        .await
-        .unwrap();
-    wait_bot(
-        &e,
-        "disk",
-        "Running",
-        |b| phase(b) == Some(TradingBotPhase::Running),
-        &op,
-    )
-    .await;
+    apply_running(&e, "disk", "", &op).await;
     let pvc = Api::<PersistentVolumeClaim>::namespaced(e.cluster.client.clone(), e.ns.name())
         .get("data-disk-0")
         .await
@@ -334,17 +307,7 @@ async fn foreground_deletion_closes_positions_and_a_recreated_bot_trades() {
         .delete("fg", &kube::api::DeleteParams::foreground())
         .await
         .unwrap();
-    poll_until(
-        "TradingBot deleted",
-        DEADLINE,
-        Duration::from_millis(200),
-        || {
-            let api = bots(&e);
-            async move { api.get_opt("fg").await.ok()?.is_none().then_some(()) }
-        },
-    )
-    .await
-    .unwrap_or_else(|err| panic!("{err}\n{}", op.log_text()));
+    wait_deleted(&e, "fg", &op).await;
     let reasons = events(&e, "fg").await;
     assert!(
         reasons.iter().any(|r| r == "PositionsClosed"),

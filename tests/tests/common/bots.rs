@@ -180,3 +180,47 @@ pub async fn events(e: &Env, name: &str) -> Vec<String> {
         .filter_map(|ev| ev.reason)
         .collect()
 }
+
+/// Applies `bot_yaml(name, extra)` and waits until the bot is `Running`.
+pub async fn apply_running(e: &Env, name: &str, extra: &str, op: &Operator) -> TradingBot {
+    iq720_tests::apply_yaml(&e.cluster.client, Some(e.ns.name()), &bot_yaml(name, extra))
+        .await
+        .unwrap();
+    wait_bot(
+        e,
+        name,
+        "Running",
+        |b| phase(b) == Some(TradingBotPhase::Running),
+        op,
+    )
+    .await
+}
+
+/// Waits until the bot's pod `NAME-0` is gone.
+pub async fn wait_pod_gone(e: &Env, name: &str) {
+    let pods: Api<Pod> = Api::namespaced(e.cluster.client.clone(), e.ns.name());
+    let pod = format!("{name}-0");
+    poll_until("bot pod gone", DEADLINE, Duration::from_millis(200), || {
+        let (pods, pod) = (pods.clone(), pod.clone());
+        async move { pods.get_opt(&pod).await.ok()?.is_none().then_some(()) }
+    })
+    .await
+    .unwrap();
+}
+
+/// Waits until the TradingBot is deleted (its finalizer handled); the operator's log
+/// in the panic message otherwise.
+pub async fn wait_deleted(e: &Env, name: &str, op: &Operator) {
+    let api = bots(e);
+    poll_until(
+        "TradingBot deleted",
+        DEADLINE,
+        Duration::from_millis(200),
+        || {
+            let api = api.clone();
+            async move { api.get_opt(name).await.ok()?.is_none().then_some(()) }
+        },
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", op.log_text()));
+}
