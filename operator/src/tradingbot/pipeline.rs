@@ -354,21 +354,21 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner) -> Result<Action> {
     let pause = wanted_pause(bot, &gate);
 
     // converse
-    let found = match ctx.cache.stores() {
-        Some(stores) => endpoint::from_cached(
-            lookup(&stores.pods, &owner.namespace, &target.pod_name()).as_deref(),
-            &tok,
-        ),
-        None => endpoint::lookup(&ctx.client, &target, &tok).await?,
+    // One read of the pod (from the cache when there is one): its address, and why it
+    // is stuck when it cannot run.
+    let (found, stuck) = match ctx.cache.stores() {
+        Some(stores) => {
+            let pod = lookup(&stores.pods, &owner.namespace, &target.pod_name());
+            (
+                endpoint::from_cached(pod.as_deref(), &tok),
+                pod.and_then(|p| endpoint::stuck_reason(&p)),
+            )
+        }
+        None => (endpoint::lookup(&ctx.client, &target, &tok).await?, None),
     };
     let pod = match found {
         PodLookup::Found(p) if p.ready && !p.terminating => p,
         PodLookup::Found(_) | PodLookup::NoAddress => {
-            let stuck = match ctx.cache.stores() {
-                Some(stores) => lookup(&stores.pods, &owner.namespace, &target.pod_name())
-                    .and_then(|p| endpoint::stuck_reason(&p)),
-                None => None,
-            };
             match stuck {
                 Some(why) => pod_failing(ctx, bot, &mut st, &why).await,
                 None => converse::starting(&mut st, "the bot pod is not ready yet", generation),
