@@ -91,6 +91,8 @@ struct Applied {
     hash: String,
     generation: Option<i64>,
     resource_version: Option<String>,
+    /// uid of the object's controller owner, so a deleted owner's entries can go.
+    owner: Option<String>,
 }
 
 /// The content hash of a desired object (its JSON).
@@ -152,22 +154,21 @@ impl AppliedMemory {
                     hash: hash.to_string(),
                     generation: meta.generation,
                     resource_version: meta.resource_version.clone(),
+                    owner: meta
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .find(|r| r.controller == Some(true))
+                        .map(|r| r.uid.clone()),
                 },
             );
         }
     }
 
-    /// Forgets every object of a namespace/name prefix (a deleted bot).
-    pub fn forget_bot(&self, namespace: &str, bot: &str) {
+    /// Forgets every object controlled by the owner with `owner_uid` (a deleted bot).
+    pub fn forget_owner(&self, owner_uid: &str) {
         if let Ok(mut map) = self.inner.lock() {
-            map.retain(|k, _| {
-                let mut parts = k.splitn(3, '/');
-                let _kind = parts.next();
-                !(parts.next() == Some(namespace)
-                    && parts
-                        .next()
-                        .is_some_and(|n| n == bot || n.starts_with(&format!("{bot}-"))))
-            });
+            map.retain(|_, a| a.owner.as_deref() != Some(owner_uid));
         }
     }
 }
@@ -206,7 +207,16 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use kube::api::ObjectMeta;
+
+    fn owned_by(uid: &str) -> Option<Vec<OwnerReference>> {
+        Some(vec![OwnerReference {
+            uid: uid.into(),
+            controller: Some(true),
+            ..OwnerReference::default()
+        }])
+    }
 
     fn cm(rv: &str) -> ConfigMap {
         ConfigMap {
@@ -214,6 +224,7 @@ mod tests {
                 name: Some("b-config".into()),
                 namespace: Some("ns".into()),
                 resource_version: Some(rv.into()),
+                owner_references: owned_by("uid-b"),
                 ..ObjectMeta::default()
             },
             ..ConfigMap::default()
@@ -227,6 +238,7 @@ mod tests {
                 namespace: Some("ns".into()),
                 generation: Some(generation),
                 resource_version: Some(rv.into()),
+                owner_references: owned_by("uid-b"),
                 ..ObjectMeta::default()
             },
             ..StatefulSet::default()
@@ -258,7 +270,12 @@ mod tests {
         m.record(&sts(3, "10"), "s");
         assert!(m.unchanged(Some(&sts(3, "11")), "ns", "b", "s"));
         assert!(!m.unchanged(Some(&sts(4, "12")), "ns", "b", "s"));
-        m.forget_bot("ns", "b");
+        m.forget_owner("uid-other");
+        assert!(
+            m.unchanged(Some(&cm("1")), "ns", "b-config", "h"),
+            "another owner"
+        );
+        m.forget_owner("uid-b");
         assert!(!m.unchanged(Some(&cm("1")), "ns", "b-config", "h"));
         assert!(!m.unchanged(Some(&sts(3, "11")), "ns", "b", "s"));
     }
