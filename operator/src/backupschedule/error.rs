@@ -8,6 +8,7 @@
 
 use crate::botlink::client::BotApiError;
 use crate::botlink::token::TokenError;
+use crate::shared::s3::S3Error;
 
 /// Errors of a BackupSchedule reconcile.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,18 @@ pub enum BackupError {
     Io(#[from] std::io::Error),
 }
 
+impl From<S3Error> for BackupError {
+    fn from(e: S3Error) -> Self {
+        match e {
+            S3Error::Credentials(m) => BackupError::Credentials(m),
+            S3Error::Api { operation, message } => BackupError::S3 { operation, message },
+            S3Error::Deadline => BackupError::Deadline(std::time::Duration::ZERO),
+            S3Error::Source(m) => BackupError::Bot(BotApiError::Unreachable(m)),
+            S3Error::Io(e) => BackupError::Io(e),
+        }
+    }
+}
+
 impl BackupError {
     /// An S3 error from an SDK error, with its code and message but no request
     /// details (the SDK's error display never includes the secret key).
@@ -84,13 +97,7 @@ impl BackupError {
     where
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
     {
-        use aws_sdk_s3::error::ProvideErrorMetadata;
-        let message = match (e.code(), e.message()) {
-            (Some(code), Some(msg)) => format!("{code}: {msg}"),
-            (Some(code), None) => code.to_string(),
-            _ => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
-        };
-        BackupError::S3 { operation, message }
+        S3Error::api(operation, e).into()
     }
 
     /// Condition reason and Event reason for this failure.

@@ -15,7 +15,6 @@
 pub mod error;
 pub mod retention;
 pub mod run;
-pub mod s3;
 pub mod schedule;
 pub mod status;
 pub mod validate;
@@ -277,12 +276,16 @@ async fn execute(
     let s3 = match run::connect(ctx, &ns, &bks.spec.destination).await {
         Ok(s3) => s3,
         Err(e) => {
+            let message = match &e {
+                crate::shared::s3::S3Error::Credentials(m) => m.clone(),
+                other => other.to_string(),
+            };
             let results: Vec<(&TradingBot, Outcome, Duration)> = targets
                 .iter()
                 .map(|b| {
                     (
                         *b,
-                        Outcome::Failed(BackupError::Credentials(e.to_string()), None),
+                        Outcome::Failed(BackupError::Credentials(message.clone()), None),
                         Duration::ZERO,
                     )
                 })

@@ -11,16 +11,10 @@
 
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, timeout_at};
 
 use super::error::BackupError;
-use super::s3::{META_SHA256, S3Target};
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::shared::s3::{S3Target, download_to_file};
 
 /// Downloads `key` and checks it against `expected_sha256` and the bot's archive
 /// rules, finishing by `deadline`.
@@ -36,7 +30,7 @@ pub async fn verify_object(
         .prefix("iq720-verify-")
         .tempdir_in(work_root)?;
     let archive = dir.path().join("backup.tar.gz");
-    let (sha, meta_sha) = timeout_at(deadline, download(s3, key, &archive))
+    let (sha, meta_sha) = timeout_at(deadline, download_to_file(s3, key, &archive))
         .await
         .map_err(|_| BackupError::Deadline(std::time::Duration::ZERO))??;
     if sha != expected_sha256 {
@@ -62,36 +56,4 @@ pub async fn verify_object(
         .map_err(|e| BackupError::Verify(e.to_string()))?;
     drop(dir);
     Ok(())
-}
-
-/// Streams the object into `path`; returns its sha256 and the sha256 metadata.
-async fn download(
-    s3: &S3Target,
-    key: &str,
-    path: &Path,
-) -> Result<(String, Option<String>), BackupError> {
-    let mut out = s3
-        .client
-        .get_object()
-        .bucket(&s3.bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| BackupError::s3("GetObject", &e))?;
-    let meta_sha = out
-        .metadata()
-        .and_then(|m| m.get(META_SHA256))
-        .map(|s| s.to_string());
-    let mut file = tokio::fs::File::create(path).await?;
-    let mut hasher = Sha256::new();
-    while let Some(chunk) = out.body.next().await {
-        let chunk = chunk.map_err(|e| BackupError::S3 {
-            operation: "GetObject",
-            message: format!("download broke: {e}"),
-        })?;
-        hasher.update(&chunk);
-        file.write_all(&chunk).await?;
-    }
-    file.sync_all().await?;
-    Ok((hex(&hasher.finalize()), meta_sha))
 }

@@ -14,5 +14,6 @@ pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod quantity;
+pub mod s3;
 pub mod schedule;
 pub mod status;
