@@ -11,6 +11,7 @@ pub mod engine;
 pub mod feed;
 pub mod indicators;
 pub mod logging;
+pub mod maintenance;
 pub mod metrics;
 pub mod risk;
 pub mod runner;

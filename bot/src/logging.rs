@@ -188,8 +188,9 @@ pub struct RetentionReport {
     pub deleted: Vec<PathBuf>,
 }
 
-/// Date of a rotated file: `<base>.log.<YYYY-MM-DD>[.<n>][.gz]`.
-fn rotated_date(name: &str) -> Option<(Date, bool)> {
+/// Date of a rotated file: `<base>.log.<YYYY-MM-DD>[.<n>][.gz]`, and whether it is
+/// compressed; `None` for any other name (current log files, temporary files).
+pub fn rotated_date(name: &str) -> Option<(Date, bool)> {
     let (stem, gz) = match name.strip_suffix(".gz") {
         Some(s) => (s, true),
         None => (name, false),
@@ -242,6 +243,70 @@ pub fn apply_retention(
         }
     }
     Ok(report)
+}
+
+/// A rotated log file that a maintenance-window cleanup may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanupCandidate {
+    /// File name in the log directory.
+    pub name: String,
+    /// Full path.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// The rotated files of `dir` a cleanup takes at `today`, sorted by name: with
+/// `older_than_days`, every rotated file at least that old (compressed or not);
+/// without it, the rotated files already compressed and those at least
+/// `delete_after_days` old. With `only`, just those names among them. Current files
+/// (`trading.log`, ...) and anything not named like a rotated log are never taken.
+pub fn cleanup_candidates(
+    dir: &Path,
+    today: Date,
+    older_than_days: Option<i64>,
+    delete_after_days: i64,
+    only: Option<&[String]>,
+) -> io::Result<Vec<CleanupCandidate>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Some((date, gz)) = rotated_date(&name) else {
+            continue;
+        };
+        if only.is_some_and(|o| !o.iter().any(|n| n == &name)) {
+            continue;
+        }
+        let meta = entry.metadata()?;
+        if !meta.is_file() {
+            continue;
+        }
+        let age = match today.since(date) {
+            Ok(span) => i64::from(span.get_days()),
+            Err(_) => continue,
+        };
+        let taken = match older_than_days {
+            Some(days) => age >= days,
+            None => gz || age >= delete_after_days,
+        };
+        if taken {
+            out.push(CleanupCandidate {
+                name,
+                path: entry.path(),
+                bytes: meta.len(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 fn gzip_file(path: &Path) -> io::Result<()> {
@@ -390,6 +455,58 @@ mod tests {
         // thirty days later everything rotated is gone
         let r = apply_retention(dir.path(), date(2026, 12, 24), 7, 30).unwrap();
         assert_eq!(r.deleted.len(), 4);
+    }
+
+    #[test]
+    fn cleanup_takes_compressed_and_expired_rotated_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let today = date(2026, 11, 24);
+        for name in [
+            "trading.log",
+            "errors.log",
+            "trading.log.2026-11-23",
+            "trading.log.2026-11-10.gz",
+            "security.log.2026-10-01",
+            "errors.log.2026-11-20.1.gz",
+            "trading.log.2026-11-10.gz.tmp",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        let names = |v: Vec<CleanupCandidate>| v.into_iter().map(|c| c.name).collect::<Vec<_>>();
+        // default: compressed files and those past deleteAfter (30 days)
+        assert_eq!(
+            names(cleanup_candidates(dir.path(), today, None, 30, None).unwrap()),
+            vec![
+                "errors.log.2026-11-20.1.gz",
+                "security.log.2026-10-01",
+                "trading.log.2026-11-10.gz"
+            ]
+        );
+        // olderThanDays: any rotated file that old, compressed or not
+        assert_eq!(
+            names(cleanup_candidates(dir.path(), today, Some(1), 30, None).unwrap()),
+            vec![
+                "errors.log.2026-11-20.1.gz",
+                "security.log.2026-10-01",
+                "trading.log.2026-11-10.gz",
+                "trading.log.2026-11-23"
+            ]
+        );
+        // only: an archive's list, and never a current file even when named
+        let only = vec![
+            "trading.log".to_string(),
+            "trading.log.2026-11-10.gz".to_string(),
+        ];
+        let c = cleanup_candidates(dir.path(), today, None, 30, Some(&only)).unwrap();
+        assert_eq!(names(c.clone()), vec!["trading.log.2026-11-10.gz"]);
+        assert_eq!(c[0].bytes, "trading.log.2026-11-10.gz".len() as u64);
+        // a missing directory has nothing to clean
+        assert!(
+            cleanup_candidates(&dir.path().join("none"), today, None, 30, None)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

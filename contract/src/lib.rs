@@ -20,6 +20,7 @@
 pub mod api;
 pub mod config;
 pub mod duration;
+pub mod maintenance;
 pub mod problem;
 pub mod risk;
 pub mod strategy;

@@ -2,6 +2,7 @@
 //! token. Errors are JSON `{"error": {"code", "message"}}`.
 
 pub mod auth;
+pub mod maintenance;
 pub mod routes;
 
 use crate::runner::{Bot, ControlError};
@@ -102,6 +103,9 @@ const ROUTES: &[&str] = &[
     "/api/v1/backup",
     "/api/v1/maintenance/vacuum",
     "/api/v1/maintenance/prune",
+    "/api/v1/maintenance/prune/archive",
+    "/api/v1/maintenance/logs",
+    "/api/v1/maintenance/logs/archive",
 ];
 
 async fn count_requests(State(bot): State<AppState>, req: Request, next: Next) -> Response {
@@ -209,6 +213,9 @@ pub fn router(bot: AppState) -> Router {
         .route("/backup", post(backup))
         .route("/maintenance/vacuum", post(vacuum))
         .route("/maintenance/prune", post(prune))
+        .route("/maintenance/prune/archive", post(maintenance::prune_archive))
+        .route("/maintenance/logs", post(maintenance::logs))
+        .route("/maintenance/logs/archive", post(maintenance::logs_archive))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(bot.clone(), require_token));

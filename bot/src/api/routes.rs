@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use tracing::{info, warn};
 
 /// Run blocking work (locks, SQLite) off the async workers.
-async fn blocking<T, F>(bot: &AppState, f: F) -> Result<T, ApiError>
+pub(super) async fn blocking<T, F>(bot: &AppState, f: F) -> Result<T, ApiError>
 where
     F: FnOnce(&Bot) -> Result<T, ApiError> + Send + 'static,
     T: Send + 'static,
@@ -30,7 +30,9 @@ where
 
 /// Parse a JSON body; an empty body parses as `{}`. Body read failures (e.g. over the
 /// 2 MiB limit) become JSON errors with their status.
-fn parse_body<T: DeserializeOwned>(body: &Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: DeserializeOwned>(
+    body: &Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
     let body = match body {
         Ok(b) => b,
         Err(e) => {
@@ -425,29 +427,50 @@ pub async fn vacuum(State(bot): State<AppState>) -> Result<Json<Value>, ApiError
     Ok(Json(json!({"bytesBefore": before, "bytesAfter": after})))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct PruneReq {
-    older_than_days: Option<u32>,
-    #[serde(default)]
-    dry_run: bool,
-}
-
-/// `POST /api/v1/maintenance/prune`: `{"olderThanDays": N, "dryRun": false}`; answers
-/// with the pruned rows as JSON lines.
+/// `POST /api/v1/maintenance/prune`: `{"olderThanDays": N, "dryRun": false}`, or the
+/// selection of a trade-history archive (`{"cutoffMs", "maxTradeId", "expectedRows"}`,
+/// see [`iq720_contract::maintenance::PruneRequest`]); answers with the pruned rows as
+/// JSON lines. A selection that no longer matches `expectedRows` is refused with 409
+/// `prune_mismatch` and deletes nothing.
 pub async fn prune(
     State(bot): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req: PruneReq = parse_body(&body)?;
-    let days = req
-        .older_than_days
-        .filter(|d| *d >= 1)
-        .ok_or_else(|| ApiError::bad_request("`olderThanDays` (integer ≥ 1) is required"))?;
-    let cutoff = wall_ms() - i64::from(days) * 86_400_000;
+    use iq720_contract::maintenance::{HEADER_PRUNED_ROWS, PRUNE_MISMATCH_CODE, PruneRequest};
+    let req: PruneRequest = parse_body(&body)?;
+    let sel = match (req.older_than_days, req.cutoff_ms) {
+        (Some(days), None) if days >= 1 => {
+            crate::store::PruneSelection::before(wall_ms() - i64::from(days) * 86_400_000)
+        }
+        (None, Some(cutoff_ms)) => crate::store::PruneSelection {
+            cutoff_ms,
+            max_trade_id: req.max_trade_id,
+        },
+        _ => {
+            return Err(ApiError::bad_request(
+                "either `olderThanDays` (integer ≥ 1) or `cutoffMs` is required, not both",
+            ));
+        }
+    };
+    if sel.cutoff_ms > wall_ms() - 86_400_000 {
+        return Err(ApiError::bad_request(
+            "the cutoff must be at least one day in the past",
+        ));
+    }
     let dry = req.dry_run;
-    let rows = blocking(&bot, move |b| Ok(b.store.prune(cutoff, dry)?)).await?;
-    info!(rows = rows.len(), days, dry_run = dry, "prune");
+    let expected = req.expected_rows;
+    let rows = blocking(&bot, move |b| {
+        b.store
+            .prune_selected(&sel, expected, dry)
+            .map_err(|e| match e {
+                crate::store::StoreError::PruneMismatch { .. } => {
+                    ApiError::new(StatusCode::CONFLICT, PRUNE_MISMATCH_CODE, e.to_string())
+                }
+                other => other.into(),
+            })
+    })
+    .await?;
+    info!(rows = rows.len(), cutoff_ms = sel.cutoff_ms, max_trade_id = ?sel.max_trade_id, dry_run = dry, "prune");
     let mut text = String::new();
     for r in &rows {
         text.push_str(&r.to_string());
@@ -459,7 +482,7 @@ pub async fn prune(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
     );
-    h.insert("x-iq720-pruned-rows", HeaderValue::from(rows.len()));
+    h.insert(HEADER_PRUNED_ROWS, HeaderValue::from(rows.len()));
     h.insert(
         "x-iq720-dry-run",
         HeaderValue::from_static(if dry { "true" } else { "false" }),

@@ -47,6 +47,15 @@ pub enum StoreError {
     /// Another process owns the data directory (or the lock could not be taken).
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// A prune found a different number of rows than the caller archived; nothing
+    /// was deleted.
+    #[error("prune refused: {found} row(s) match the selection but {expected} were archived")]
+    PruneMismatch {
+        /// Rows the caller archived.
+        expected: u64,
+        /// Rows the selection matches now.
+        found: u64,
+    },
 }
 
 /// `PRAGMA synchronous` of the writer connection: `FULL` (2) syncs the WAL on every
@@ -467,56 +476,182 @@ impl Store {
         cutoff_ms: i64,
         dry_run: bool,
     ) -> Result<Vec<serde_json::Value>, StoreError> {
+        self.prune_selected(&PruneSelection::before(cutoff_ms), None, dry_run)
+    }
+
+    /// Delete exactly the rows of `sel` (closed trades closed before the cutoff with an
+    /// id up to `max_trade_id`, their orders, and equity snapshots before the cutoff);
+    /// returns them as JSON lines. With `expected_rows` set, a different number of rows
+    /// fails with [`StoreError::PruneMismatch`] and deletes nothing: the caller
+    /// archived that many rows and must not lose any it did not archive.
+    pub fn prune_selected(
+        &self,
+        sel: &PruneSelection,
+        expected_rows: Option<u64>,
+        dry_run: bool,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
         let mut conn = self.writer()?;
         let tx = conn.transaction()?;
         let mut out = Vec::new();
+        select_prunable(&tx, sel, &mut |v| {
+            out.push(v);
+            Ok(())
+        })?;
+        if let Some(expected) = expected_rows
+            && expected != out.len() as u64
         {
-            let mut st = tx.prepare(
-                "SELECT * FROM trades WHERE is_open = 0 AND close_date < ?1 ORDER BY id",
-            )?;
-            for t in st.query_map([cutoff_ms], trade_from_row)? {
-                out.push(serde_json::json!({"table": "trades", "row": t?}));
-            }
-            let mut st = tx.prepare(
-                "SELECT id, trade_id, pair, side, order_type, status, amount, price, filled, fee, created_at, updated_at FROM orders
-                 WHERE trade_id IN (SELECT id FROM trades WHERE is_open = 0 AND close_date < ?1) ORDER BY id",
-            )?;
-            let rows = st.query_map([cutoff_ms], |r| {
-                Ok(serde_json::json!({"table": "orders", "row": {
-                    "id": r.get::<_, i64>(0)?, "tradeId": r.get::<_, i64>(1)?, "pair": r.get::<_, String>(2)?,
-                    "side": r.get::<_, String>(3)?, "orderType": r.get::<_, String>(4)?, "status": r.get::<_, String>(5)?,
-                    "amount": r.get::<_, f64>(6)?, "price": r.get::<_, f64>(7)?, "filled": r.get::<_, f64>(8)?,
-                    "fee": r.get::<_, f64>(9)?, "createdAt": r.get::<_, i64>(10)?, "updatedAt": r.get::<_, i64>(11)?,
-                }}))
-            })?;
-            for o in rows {
-                out.push(o?);
-            }
-            let mut st = tx.prepare("SELECT ts, equity, cash, open_positions FROM equity_snapshots WHERE ts < ?1 ORDER BY ts")?;
-            let rows = st.query_map([cutoff_ms], |r| {
-                Ok(serde_json::json!({"table": "equity_snapshots", "row": {
-                    "ts": r.get::<_, i64>(0)?, "equity": r.get::<_, f64>(1)?, "cash": r.get::<_, f64>(2)?,
-                    "openPositions": r.get::<_, i64>(3)?,
-                }}))
-            })?;
-            for e in rows {
-                out.push(e?);
-            }
+            return Err(StoreError::PruneMismatch {
+                expected,
+                found: out.len() as u64,
+            });
         }
         if !dry_run {
+            let max_id = sel.max_trade_id.unwrap_or(i64::MAX);
             tx.execute(
-                "DELETE FROM orders WHERE trade_id IN (SELECT id FROM trades WHERE is_open = 0 AND close_date < ?1)",
-                [cutoff_ms],
+                "DELETE FROM orders WHERE trade_id IN (SELECT id FROM trades WHERE is_open = 0 AND close_date < ?1 AND id <= ?2)",
+                params![sel.cutoff_ms, max_id],
             )?;
             tx.execute(
-                "DELETE FROM trades WHERE is_open = 0 AND close_date < ?1",
-                [cutoff_ms],
+                "DELETE FROM trades WHERE is_open = 0 AND close_date < ?1 AND id <= ?2",
+                params![sel.cutoff_ms, max_id],
             )?;
-            tx.execute("DELETE FROM equity_snapshots WHERE ts < ?1", [cutoff_ms])?;
+            tx.execute(
+                "DELETE FROM equity_snapshots WHERE ts < ?1",
+                [sel.cutoff_ms],
+            )?;
             tx.commit()?;
         }
         Ok(out)
     }
+
+    /// Writes the rows a prune at `cutoff_ms` would delete to `sink`, one JSON value per
+    /// row (`{"table", "row"}`), from one consistent read snapshot, and returns the
+    /// selection that names exactly those rows (the cutoff and the highest trade id
+    /// written) with the number of rows per table. Nothing is deleted.
+    pub fn export_prunable(
+        &self,
+        cutoff_ms: i64,
+        sink: &mut dyn FnMut(serde_json::Value) -> std::io::Result<()>,
+    ) -> Result<(PruneSelection, PruneCounts), StoreError> {
+        let mut conn = self.reader()?;
+        // One read transaction: the max id and the rows come from the same snapshot.
+        let tx = conn.transaction()?;
+        let max_trade_id: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(id), 0) FROM trades WHERE is_open = 0 AND close_date < ?1",
+            [cutoff_ms],
+            |r| r.get(0),
+        )?;
+        let sel = PruneSelection {
+            cutoff_ms,
+            max_trade_id: Some(max_trade_id),
+        };
+        let mut counts = PruneCounts::default();
+        let mut io_error = None;
+        select_prunable(&tx, &sel, &mut |v| {
+            match v["table"].as_str() {
+                Some("trades") => counts.trades += 1,
+                Some("orders") => counts.orders += 1,
+                _ => counts.equity_snapshots += 1,
+            }
+            if io_error.is_none()
+                && let Err(e) = sink(v)
+            {
+                io_error = Some(e);
+            }
+            Ok(())
+        })?;
+        if let Some(source) = io_error {
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        Ok((sel, counts))
+    }
+}
+
+/// The rows a prune deletes: closed trades closed before `cutoff_ms` (and, when set,
+/// with an id up to `max_trade_id`), their orders, and equity snapshots before
+/// `cutoff_ms`. A selection taken at archive time names a fixed set: a trade closing
+/// later closes after the cutoff, and snapshots are only ever added at the present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneSelection {
+    /// Rows strictly before this instant (ms since the epoch).
+    pub cutoff_ms: i64,
+    /// Highest trade id included (`None`: no limit).
+    pub max_trade_id: Option<i64>,
+}
+
+impl PruneSelection {
+    /// Everything before `cutoff_ms`.
+    pub fn before(cutoff_ms: i64) -> Self {
+        Self {
+            cutoff_ms,
+            max_trade_id: None,
+        }
+    }
+}
+
+/// Rows per table of a prune selection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneCounts {
+    /// Closed trades.
+    pub trades: u64,
+    /// Their orders.
+    pub orders: u64,
+    /// Equity snapshots.
+    pub equity_snapshots: u64,
+}
+
+impl PruneCounts {
+    /// All rows.
+    pub fn total(&self) -> u64 {
+        self.trades + self.orders + self.equity_snapshots
+    }
+}
+
+/// Feeds the rows of `sel` to `f` (trades, then orders, then equity snapshots, each in
+/// key order) as `{"table": ..., "row": ...}`.
+fn select_prunable(
+    conn: &Connection,
+    sel: &PruneSelection,
+    f: &mut dyn FnMut(serde_json::Value) -> rusqlite::Result<()>,
+) -> Result<(), StoreError> {
+    let max_id = sel.max_trade_id.unwrap_or(i64::MAX);
+    let mut st = conn.prepare(
+        "SELECT * FROM trades WHERE is_open = 0 AND close_date < ?1 AND id <= ?2 ORDER BY id",
+    )?;
+    for t in st.query_map(params![sel.cutoff_ms, max_id], trade_from_row)? {
+        f(serde_json::json!({"table": "trades", "row": t?}))?;
+    }
+    let mut st = conn.prepare(
+        "SELECT id, trade_id, pair, side, order_type, status, amount, price, filled, fee, created_at, updated_at FROM orders
+         WHERE trade_id IN (SELECT id FROM trades WHERE is_open = 0 AND close_date < ?1 AND id <= ?2) ORDER BY id",
+    )?;
+    let rows = st.query_map(params![sel.cutoff_ms, max_id], |r| {
+        Ok(serde_json::json!({"table": "orders", "row": {
+            "id": r.get::<_, i64>(0)?, "tradeId": r.get::<_, i64>(1)?, "pair": r.get::<_, String>(2)?,
+            "side": r.get::<_, String>(3)?, "orderType": r.get::<_, String>(4)?, "status": r.get::<_, String>(5)?,
+            "amount": r.get::<_, f64>(6)?, "price": r.get::<_, f64>(7)?, "filled": r.get::<_, f64>(8)?,
+            "fee": r.get::<_, f64>(9)?, "createdAt": r.get::<_, i64>(10)?, "updatedAt": r.get::<_, i64>(11)?,
+        }}))
+    })?;
+    for o in rows {
+        f(o?)?;
+    }
+    let mut st = conn.prepare(
+        "SELECT ts, equity, cash, open_positions FROM equity_snapshots WHERE ts < ?1 ORDER BY ts",
+    )?;
+    let rows = st.query_map([sel.cutoff_ms], |r| {
+        Ok(serde_json::json!({"table": "equity_snapshots", "row": {
+            "ts": r.get::<_, i64>(0)?, "equity": r.get::<_, f64>(1)?, "cash": r.get::<_, f64>(2)?,
+            "openPositions": r.get::<_, i64>(3)?,
+        }}))
+    })?;
+    for e in rows {
+        f(e?)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
