@@ -21,7 +21,7 @@ help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: test
-test: lint crds-check chart-test monitoring-test demo-test test-rust ## run every test (what CI runs)
+test: lint crds-check chart-test chart-validate monitoring-test demo-test test-rust ## run every test (what CI runs)
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy -D warnings
@@ -47,6 +47,10 @@ crds-check: ## fail when the committed CRDs differ from the generator
 .PHONY: chart-test
 chart-test: ## helm lint and helm template with default and non-default values
 	bash tests/scripts/chart-test.sh
+
+.PHONY: chart-validate
+chart-validate: ## rendered chart vs the Kubernetes 1.34 schemas: kubeconform (offline), helm install and kubectl apply --dry-run=server
+	IQ720_SKIP_NODE=1 bash tests/scripts/with-cluster.sh bash tests/scripts/chart-validate.sh
 
 .PHONY: monitoring-test
 monitoring-test: ## promtool tests of the alert rules (file and rendered PrometheusRule), Argo CD health checks in Lua

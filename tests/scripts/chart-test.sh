@@ -69,7 +69,16 @@ expect single-namespace-values "kind: Role"
 expect single-namespace-values "namespace: trading"
 expect single-namespace-values "- --namespace=trading"
 expect single-namespace-values "kind: ServiceMonitor"
-refute single-namespace-values "kind: ClusterRole"
+# Single-namespace mode: one ClusterRole, reading the operator's own Namespace only
+# (fleet kill switch label); the default ClusterRole reads every Namespace.
+[[ $(docs_of single-namespace-values ClusterRole | grep -c '^kind: ClusterRole$') -eq 1 ]] ||
+  { echo "chart-test: single-namespace mode must have exactly one ClusterRole" >&2; exit 1; }
+[[ $(docs_of single-namespace-values ClusterRole | grep -c 'resources:') -eq 1 ]] ||
+  { echo "chart-test: the single-namespace ClusterRole must have one rule (namespaces)" >&2; exit 1; }
+rule_is single-namespace-values ClusterRole namespaces '["get", "list", "watch"]'
+docs_of single-namespace-values ClusterRole | grep -qF 'resourceNames: ["trading"]' ||
+  { echo "chart-test: the single-namespace ClusterRole must name the watched namespace" >&2; exit 1; }
+rule_is default ClusterRole namespaces '["get", "list", "watch"]'
 refute no-leader-election-values "kind: ServiceAccount"
 refute no-leader-election-values "- --leader-election"
 refute no-leader-election-values "kind: ClusterRole"
@@ -158,4 +167,48 @@ for bad in 'networkPolicy.metricsScraperNamespaces={Not_A_Namespace}' updateStra
     echo "chart-test: values.schema.json must refuse $bad" >&2; exit 1
   fi
 done
+# refuses MESSAGE HELM-ARGS...: the values are refused, and the error names the value
+# and what is wrong with it (what a user reads after a typo).
+refuses() {
+  local want=$1 err
+  shift
+  if err="$("$HELM" template iq720 "$CHART" --kube-version "$KUBE_VERSION" "$@" 2>&1 >/dev/null)"; then
+    echo "chart-test: values.schema.json must refuse $*" >&2; exit 1
+  fi
+  grep -qF -- "$want" <<<"$err" || { echo "chart-test: refusing $* should say '$want', said: $err" >&2; exit 1; }
+}
+refuses "at '/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'" --set image.pullPolicy=Sometimes
+refuses "at '/replicaCount': got string, want integer" --set replicaCount=two
+refuses "at '/replicaCount': minimum: got -1, want 0" --set replicaCount=-1
+refuses "at '/metrics/port': maximum: got 70,000, want 65,535" --set metrics.port=70000
+refuses "at '/watchNamespace': 'Trading_Bots' does not match pattern" --set watchNamespace=Trading_Bots
+refuses "at '/leaderElection/renewDeadline': 'soon' does not match pattern" --set leaderElection.renewDeadline=soon
+refuses "at '/metrics': additional properties 'servicemonitor' not allowed" --set metrics.servicemonitor.enabled=true
+refuses "at '/grafana/dashboard/enabled': got string, want boolean" --set-string grafana.dashboard.enabled=yes
+refuses "at '/grafana/dashboard': additional properties 'enable' not allowed" --set grafana.dashboard.enable=true
+refuses "at '/grafana/dashboard/namespace': 'Monitoring' does not match pattern" --set grafana.dashboard.enabled=true --set grafana.dashboard.namespace=Monitoring
+printf 'metrics:\n  podMonitor:\n    enabled: true\n    intervall: 30s\n' > "$OUT/typo-values.yaml"
+refuses "at '/metrics/podMonitor': additional properties 'intervall' not allowed" -f "$OUT/typo-values.yaml"
+
+# The Grafana dashboard (README "Grafana dashboard"): off by default; a ConfigMap with
+# the sidecar's label whose JSON is dashboards/iq720.json unchanged.
+refute default "grafana_dashboard"
+render dashboard --set grafana.dashboard.enabled=true --set grafana.dashboard.namespace=monitoring \
+  --set grafana.dashboard.annotations.grafana_folder=Trading --set grafana.dashboard.labels.team=trading
+render dashboard-label --set grafana.dashboard.enabled=true --set grafana.dashboard.sidecarLabel=example.com/dashboard \
+  --set grafana.dashboard.sidecarLabelValue=1
+expect dashboard 'grafana_dashboard: "1"'
+expect dashboard "namespace: monitoring"
+expect dashboard "grafana_folder: Trading"
+expect dashboard "team: trading"
+expect dashboard-label 'example.com/dashboard: "1"'
+refute dashboard-label "grafana_dashboard"
+python3 - "$OUT/dashboard.yaml" "$CHART/dashboards/iq720.json" <<'EOF'
+import json, sys, yaml
+cms = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "ConfigMap"]
+assert len(cms) == 1, f"expected one ConfigMap, got {len(cms)}"
+shipped = json.loads(cms[0]["data"]["iq720.json"])
+assert shipped == json.load(open(sys.argv[2])), "the ConfigMap's dashboard differs from dashboards/iq720.json"
+assert shipped["panels"], "the dashboard has no panels"
+EOF
 echo "chart-test: ok"
