@@ -47,17 +47,35 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Verify a backup and restore it into a data directory (bot stopped).
+    /// Verify a backup and restore it into a data directory (bot stopped), from a
+    /// local archive (`--from`) or from S3 (`--s3-key`, credentials from the
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment variables). From S3, a
+    /// data directory that already holds data is left alone and the command succeeds
+    /// reporting `skipped` (the bootstrap restore of a bot pod's init container).
     Restore {
         /// Archive to restore.
-        #[arg(long)]
-        from: PathBuf,
+        #[arg(long, required_unless_present = "key", conflicts_with = "key")]
+        from: Option<PathBuf>,
+        /// The backup object in S3.
+        #[command(flatten)]
+        s3: crate::restore_s3::S3Source,
         /// Target data directory.
         #[arg(long, env = "IQ720_DATA_DIR")]
         data_dir: PathBuf,
         /// Overwrite a non-empty data directory.
         #[arg(long)]
         force: bool,
+    },
+    /// Restore drill: download a backup from S3, check it, restore it into a scratch
+    /// directory, check the restored database's integrity and count its rows; prints
+    /// one JSON line with the result (exit 1 when the drill failed).
+    RestoreDrill {
+        /// The backup object in S3.
+        #[command(flatten)]
+        s3: crate::restore_s3::S3Source,
+        /// Scratch directory (emptied afterwards).
+        #[arg(long, default_value = "/tmp")]
+        work_dir: PathBuf,
     },
     /// Check a backup's manifest, checksums and database integrity without restoring.
     VerifyBackup {

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use iq720_bot::cli::{Cli, Command};
-use iq720_bot::{backup, config::Config, server};
+use iq720_bot::{backup, config::Config, restore_s3, server};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -48,12 +48,46 @@ fn main() -> ExitCode {
         }
         Command::Restore {
             from,
+            s3,
             data_dir,
             force,
-        } => match backup::restore(&from, &data_dir, force) {
-            Ok(m) => print_json(&m),
-            Err(e) => fail(1, &e.to_string()),
+        } => match from {
+            Some(from) => match backup::restore(&from, &data_dir, force) {
+                Ok(m) => print_json(&m),
+                Err(e) => fail(1, &e.to_string()),
+            },
+            None => {
+                if s3.bucket.is_none() {
+                    return fail(2, "--s3-bucket is required with --s3-key");
+                }
+                match restore_s3::restore_from_s3(&s3, &data_dir, force) {
+                    Ok(report) => {
+                        eprintln!(
+                            "restore {}: {}",
+                            report.result,
+                            report
+                                .reason
+                                .clone()
+                                .unwrap_or_else(|| format!("{} restored", report.key))
+                        );
+                        print_line(&report)
+                    }
+                    Err(e) => fail(
+                        1,
+                        &format!("restore of {} failed: {e}", s3.key.unwrap_or_default()),
+                    ),
+                }
+            }
         },
+        Command::RestoreDrill { s3, work_dir } => {
+            if s3.bucket.is_none() || s3.key.is_none() {
+                return fail(2, "--s3-bucket and --s3-key are required");
+            }
+            let report = restore_s3::drill(&s3, &work_dir);
+            let ok = report.result == "succeeded";
+            let code = print_line(&report);
+            if ok { code } else { ExitCode::from(1) }
+        }
         Command::VerifyBackup { file } => {
             let work = std::env::temp_dir().join(format!("iq720-verify-{}", std::process::id()));
             let res = backup::verify_archive(&file, &work);
@@ -68,6 +102,17 @@ fn main() -> ExitCode {
 
 fn print_json<T: serde::Serialize>(v: &T) -> ExitCode {
     match serde_json::to_string_pretty(v) {
+        Ok(s) => {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, &e.to_string()),
+    }
+}
+
+/// One compact JSON line (the last line of the output, read by the operator).
+fn print_line<T: serde::Serialize>(v: &T) -> ExitCode {
+    match serde_json::to_string(v) {
         Ok(s) => {
             println!("{s}");
             ExitCode::SUCCESS

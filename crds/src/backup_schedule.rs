@@ -1,6 +1,8 @@
 //! The `BackupSchedule` custom resource: scheduled, verified S3 backups of the trade
 //! databases of the bots it selects.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -65,6 +67,83 @@ pub struct BackupScheduleSpec {
     #[serde(default)]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 3600").message("jitterSeconds must be between 0 and 3600"))]
     pub jitter_seconds: i32,
+    /// Restore drills: restore the newest verified backup of a bot into a throwaway
+    /// pod running the bot image, check the restored database's integrity and count
+    /// its rows; the result goes into `status.drills`. Unset: no scheduled drills
+    /// (the drill-now annotation still runs one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_drill: Option<RestoreDrillSpec>,
+}
+
+/// Annotation that asks for a restore drill of every selected bot's newest verified
+/// backup now; one drill per distinct value, recorded in `status.lastDrillRequest`.
+pub const DRILL_NOW_ANNOTATION: &str = "trading.iq720.io/drill-now";
+
+/// When restore drills run.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreDrillSpec {
+    /// Drill a bot after every Nth verified backup of it (1: after every backup).
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("restoreDrill.everyNthBackup must be between 1 and 1000"))]
+    pub every_nth_backup: i32,
+    /// Deadline of one drill pod (download, restore, checks), for example `10m`.
+    #[serde(default = "default_drill_timeout")]
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new(crate::common::DURATION_RULE).message(crate::common::DURATION_MESSAGE))]
+    pub timeout: String,
+}
+
+fn default_drill_timeout() -> String {
+    "10m".to_string()
+}
+
+/// Result of a restore drill.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DrillResult {
+    /// The backup was downloaded, its checksums matched, it restored, and the restored
+    /// database passed `PRAGMA integrity_check`.
+    Succeeded,
+    /// Some step failed; see `message`.
+    Failed,
+}
+
+/// The restore drills of one bot.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BotDrillStatus {
+    /// Name of the TradingBot.
+    pub bot: String,
+    /// Verified backups of this bot since its last drill (a drill runs when it
+    /// reaches `restoreDrill.everyNthBackup`).
+    #[serde(default)]
+    pub backups_since_drill: i32,
+    /// The latest drill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<DrillRecord>,
+}
+
+/// One restore drill.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillRecord {
+    /// Object key of the backup drilled.
+    pub key: String,
+    /// Outcome.
+    pub result: DrillResult,
+    /// Why the drill failed (or a summary when it succeeded).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// Rows per table of the restored database.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub row_counts: BTreeMap<String, i64>,
+    /// Wall time of the drill pod's work (download, checks, restore, counting) in
+    /// milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
+    /// When the drill started.
+    pub started_at: Time,
+    /// When the drill finished.
+    pub completed_at: Time,
 }
 
 /// Retention of backups, per bot.
@@ -138,7 +217,13 @@ pub struct BackupScheduleStatus {
     /// entry together with its object.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_backups: Vec<BackupRecord>,
-    /// Standard conditions: Ready, InvalidSpec, LastBackupSucceeded.
+    /// Restore drills per bot (see `spec.restoreDrill`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drills: Vec<BotDrillStatus>,
+    /// Value of the drill-now annotation handled last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill_request: Option<String>,
+    /// Standard conditions: Ready, InvalidSpec, LastBackupSucceeded, LastDrillSucceeded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Generation of the spec that this status describes.

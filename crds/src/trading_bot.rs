@@ -111,8 +111,9 @@ pub struct TradingBotSpec {
     #[serde(default)]
     pub storage: StorageSpec,
 
-    /// Bootstrap the trade database from a backup when the bot is first created.
-    /// Ignored once the bot has a database.
+    /// Bootstrap the trade database from a backup before the bot first starts. Only an
+    /// empty volume is restored into; a volume that holds a database is never
+    /// overwritten (see `status.restore`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreSpec>,
 
@@ -556,16 +557,52 @@ fn default_storage_size() -> String {
     "1Gi".to_string()
 }
 
-/// Where to restore the trade database from.
+/// Where to restore the trade database from. The bot's pod restores it in an init
+/// container (`iq720-bot restore --s3-key ...`, S3 credentials from the schedule's
+/// Secret as environment variables) before the bot starts, and only into an empty
+/// volume: a volume that already holds a database is left untouched
+/// (`status.restore.result: SkippedNotEmpty`). The backup is pinned in
+/// `status.restore.key` the first time it is resolved.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreSpec {
-    /// BackupSchedule whose destination holds the backup.
+    /// BackupSchedule (in this namespace) whose destination holds the backup; its
+    /// endpoint, bucket and credentials Secret are used for the download.
     pub backup_schedule_ref: LocalRef,
-    /// Object key of the backup to restore; unset restores this bot's newest verified backup.
+    /// Object key of the backup to restore. Unset: this bot's newest verified backup
+    /// in the BackupSchedule's status; until one exists, a new bot is not started
+    /// (condition `Restored` False, reason `NoVerifiedBackup`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
+    #[x_kube(validation = Rule::new("self.size() > 0 && !self.startsWith('/') && !self.contains('..')").message("restore.key must be an object key such as 'prefix/namespace/bot/20260101T030000.000Z.tar.gz'"))]
     pub key: Option<String>,
+}
+
+/// The bootstrap restore of a bot (see `spec.restore`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// BackupSchedule the backup was taken from.
+    pub backup_schedule: String,
+    /// Object key of the backup the pod restores (pinned when first resolved).
+    pub key: String,
+    /// SHA-256 of the backup as recorded at upload, when known; the restore checks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// When the key was pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_at: Option<Time>,
+    /// What the pod's restore step did: `Restored` (the backup was restored into the
+    /// empty volume) or `SkippedNotEmpty` (the volume already held a database, which
+    /// was left untouched). Unset until the restore step has run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// When the restore step finished, as the operator observed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// Wall time of the restore step in milliseconds (download, checks, swap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
 }
 
 /// Lifecycle phase of a trading bot.
@@ -630,6 +667,11 @@ pub struct TradingBotStatus {
     /// Outcome of the latest emergency stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emergency_stop: Option<EmergencyStopStatus>,
+    /// The bootstrap restore of `spec.restore`: the backup pinned for this bot (chosen
+    /// once, so a later backup never changes what a re-created pod restores) and what
+    /// the pod's restore step did with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
 }
 
 /// A backup taken of the bot.
