@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.tasks) || !has(self.tasks.pruneTradeHistory) || !self.tasks.pruneTradeHistory.archive || has(self.archive)").message("tasks.pruneTradeHistory.archive is true (the default) but spec.archive is not set: set spec.archive.destination or spec.archive.backupSchedule, or set archive: false to prune without an archive").field_path(".archive"))]
+#[x_kube(validation = Rule::new("!has(self.tasks) || !has(self.tasks.logCleanup) || !has(self.tasks.logCleanup.archive) || !self.tasks.logCleanup.archive || has(self.archive)").message("tasks.logCleanup.archive is true but spec.archive is not set").field_path(".archive"))]
 pub struct MaintenanceWindowSpec {
     /// Cron expression (five fields) of the window starts, for example `0 2 * * 0` for
     /// 02:00 every Sunday. Checked by the operator; a bad expression is reported in the
@@ -52,9 +54,36 @@ pub struct MaintenanceWindowSpec {
     /// Pause new entries on the selected bots while the window is open.
     #[serde(default)]
     pub pause_trading: bool,
-    /// Database tasks run once per window.
+    /// Tasks run once per window and selected bot: database tasks (when
+    /// `allow.databaseMaintenance`) and log cleanup (when `allow.logCleanup`).
     #[serde(default)]
     pub tasks: TasksSpec,
+    /// Where archives written before deletions go: the trade history a
+    /// `pruneTradeHistory` with `archive: true` removes, and the log files a
+    /// `logCleanup` removes. Objects are
+    /// `<prefix>/<namespace>/<bot>/archive/trades-<UTC>.jsonl.gz` and
+    /// `.../archive/logs-<UTC>.tar`, with their sha256 in the object metadata; rows or
+    /// files are deleted only after the stored object was downloaded again and checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveSpec>,
+}
+
+/// The S3 destination of a window's archives: either its own or that of a
+/// BackupSchedule (bucket, prefix and credentials reused, so the archives sit beside
+/// the bot's backups).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.destination) != has(self.backupSchedule)").message("archive needs exactly one of destination or backupSchedule"))]
+pub struct ArchiveSpec {
+    /// S3 location of the archives (the same fields as a BackupSchedule's
+    /// destination; the credentials Secret must be in this namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<crate::common::S3Location>,
+    /// Name of a BackupSchedule in this namespace whose `destination` is used. When it
+    /// does not exist the archive fails and nothing is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub backup_schedule: Option<String>,
 }
 
 /// Operations a window allows.
@@ -96,6 +125,27 @@ pub struct TasksSpec {
     /// Archive and delete old trade history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune_trade_history: Option<PruneSpec>,
+    /// Delete the bot's rotated log files (optionally archiving them first). Runs only
+    /// in windows whose `allow.logCleanup` is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_cleanup: Option<LogCleanupSpec>,
+}
+
+/// Cleanup of a bot's rotated log files. Files the bot still writes to are never
+/// touched.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LogCleanupSpec {
+    /// Delete rotated log files at least this many days old, compressed or not. When
+    /// unset: the rotated files the bot already compressed (older than its
+    /// `logs.compressAfter`) and those past its `logs.deleteAfter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("olderThanDays must be at least 1"))]
+    pub older_than_days: Option<i32>,
+    /// Write the files to `spec.archive` before deleting them. When unset: archive
+    /// when `spec.archive` is set. When archiving fails nothing is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<bool>,
 }
 
 /// Pruning of closed trades.
@@ -105,8 +155,9 @@ pub struct PruneSpec {
     /// Prune closed trades older than this many days (at least 1).
     #[x_kube(validation = Rule::new("self >= 1").message("olderThanDays must be at least 1"))]
     pub older_than_days: i32,
-    /// Write the pruned rows to the backup destination of the bot's BackupSchedule
-    /// before deleting them. Pruning is skipped when archiving fails.
+    /// Write the pruned rows to `spec.archive` (required when true) before deleting
+    /// them; only the rows in the verified archive are deleted, and nothing is when
+    /// archiving fails.
     #[serde(default = "crate::common::default_true")]
     pub archive: bool,
 }
@@ -130,7 +181,7 @@ pub struct MaintenanceWindowStatus {
     /// Operations waiting for the next window.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deferred_operations: Vec<DeferredOperation>,
-    /// Database tasks (`vacuum`, `pruneTradeHistory`) run in the current or last
+    /// Tasks (`vacuum`, `pruneTradeHistory`, `logCleanup`) run in the current or last
     /// window, one entry per bot and task.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub task_runs: Vec<TaskRun>,
@@ -170,7 +221,7 @@ pub struct DeferredOperation {
 pub struct TaskRun {
     /// TradingBot the task ran on.
     pub bot: String,
-    /// Task: `vacuum` or `pruneTradeHistory`.
+    /// Task: `vacuum`, `pruneTradeHistory` or `logCleanup`.
     pub task: String,
     /// Start of the window the task ran in (a task runs once per window and bot).
     pub window_start: Time,
@@ -180,4 +231,16 @@ pub struct TaskRun {
     pub result: String,
     /// What happened: rows pruned, bytes reclaimed, duration, or the error.
     pub message: String,
+    /// Object key of the archive written (and verified) before the deletion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_key: Option<String>,
+    /// Size in bytes of that archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_bytes: Option<i64>,
+    /// Rows (`pruneTradeHistory`) or files (`logCleanup`) deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<i64>,
+    /// Bytes freed: the database shrink of a vacuum, the log bytes of a cleanup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_freed: Option<i64>,
 }

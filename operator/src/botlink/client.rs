@@ -381,6 +381,103 @@ impl BotApi {
         confirm_flat(&report, &status)?;
         Ok(i32::try_from(closed).unwrap_or(i32::MAX))
     }
+
+    /// `POST path` with a JSON body; returns the answer's headers and its body unread
+    /// (an archive stream: `/api/v1/maintenance/prune/archive`,
+    /// `/api/v1/maintenance/logs/archive`). `timeout` bounds only the wait for the
+    /// response head. A non-200 answer is returned as [`BotApiError::Status`].
+    pub async fn post_stream<B: Serialize + ?Sized>(
+        &self,
+        endpoint: &BotEndpoint,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<(http::HeaderMap, hyper::body::Incoming), BotApiError> {
+        let payload = serde_json::to_vec(body).map_err(|e| BotApiError::Encode {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{}{}", endpoint.base, path))
+            .header(header::AUTHORIZATION, format!("Bearer {}", endpoint.token))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(payload)))
+            .map_err(|e| BotApiError::Unreachable(format!("bad request for {path}: {e}")))?;
+        let response = tokio::time::timeout(timeout, self.client.request(request))
+            .await
+            .map_err(|_| BotApiError::Unreachable(format!("{path} timed out after {timeout:?}")))?
+            .map_err(|e| BotApiError::Unreachable(format!("{path}: {e}")))?;
+        let status = response.status();
+        let (parts, body) = response.into_parts();
+        if status == StatusCode::OK {
+            return Ok((parts.headers, body));
+        }
+        let bytes = tokio::time::timeout(timeout, body.collect())
+            .await
+            .map_err(|_| BotApiError::Unreachable(format!("{path} body timed out")))?
+            .map_err(|e| BotApiError::Unreachable(format!("{path} body: {e}")))?
+            .to_bytes();
+        let (code, message) = match serde_json::from_slice::<ErrorResponse>(&bytes) {
+            Ok(e) => (e.error.code, e.error.message),
+            Err(_) => (String::new(), "no message".to_string()),
+        };
+        Err(BotApiError::Status {
+            status: status.as_u16(),
+            path: path.to_string(),
+            code,
+            message,
+        })
+    }
+
+    /// `POST /api/v1/maintenance/prune` with an archive's selection (or
+    /// `olderThanDays`); returns the rows deleted. A selection that no longer matches
+    /// `expectedRows` is [`BotApiError::Status`] 409 `prune_mismatch` (nothing deleted).
+    pub async fn prune_selected(
+        &self,
+        ep: &BotEndpoint,
+        req: &iq720_contract::maintenance::PruneRequest,
+        deadline: Duration,
+    ) -> Result<u64, BotApiError> {
+        let path = iq720_contract::maintenance::PRUNE_PATH;
+        let (headers, body) = self.post_stream(ep, path, req, deadline).await?;
+        let bytes = tokio::time::timeout(deadline, body.collect())
+            .await
+            .map_err(|_| BotApiError::Unreachable(format!("{path} body timed out")))?
+            .map_err(|e| BotApiError::Unreachable(format!("{path} body: {e}")))?
+            .to_bytes();
+        let lines = bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count() as u64;
+        match headers
+            .get(iq720_contract::maintenance::HEADER_PRUNED_ROWS)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        {
+            Some(n) if n != lines => Err(BotApiError::Decode {
+                path: path.to_string(),
+                message: format!("the header says {n} rows pruned but the body lists {lines}"),
+            }),
+            _ => Ok(lines),
+        }
+    }
+
+    /// `POST /api/v1/maintenance/logs`: deletes rotated log files; returns what went.
+    pub async fn clean_logs(
+        &self,
+        ep: &BotEndpoint,
+        req: &iq720_contract::maintenance::LogCleanupRequest,
+        deadline: Duration,
+    ) -> Result<iq720_contract::maintenance::LogCleanupResponse, BotApiError> {
+        self.request(
+            ep,
+            Method::POST,
+            iq720_contract::maintenance::LOGS_PATH,
+            Some(req),
+            Some(deadline),
+        )
+        .await
+    }
 }
 
 /// Whether a close-all answer and the status read after it show a flat, halted bot.

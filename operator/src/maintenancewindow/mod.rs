@@ -14,6 +14,7 @@
 //! boundary of its windows), so a deferred change rolls at the opening. While a window
 //! is open, its database tasks ([`tasks`]) run once per window and bot.
 
+pub mod archive;
 pub mod error;
 pub mod gate;
 pub mod status;
@@ -100,7 +101,10 @@ async fn reconcile(mw: Arc<MaintenanceWindow>, state: Arc<State>) -> Result<Acti
     st.observed_generation = generation;
     let bots = bots_in(&state, &ns).await?;
     let refs: Vec<&TradingBot> = bots.iter().map(AsRef::as_ref).collect();
-    status::bots(&mut st, &mw, &refs);
+    let all_windows = gate::windows_in(ctx, &ns).await?;
+    status::bots(&mut st, &mw, &refs, &all_windows, now);
+    // A scheduled key rotation falling due later: reconcile then to list it.
+    let rotation_due = status::next_rotation_due(&refs, now);
 
     let window = match validate::validate(&mw.spec, now) {
         Ok(w) => w,
@@ -174,7 +178,11 @@ async fn reconcile(mw: Arc<MaintenanceWindow>, state: Arc<State>) -> Result<Acti
             .retry;
     }
     status::write(ctx, &mw, &st).await?;
-    let boundary = window.next_boundary(now).map(|at| until(now, at));
+    let boundary = [window.next_boundary(now), rotation_due]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| until(now, at));
     Ok(match (boundary, retry_tasks) {
         (Some(d), true) => Action::requeue(d.min(TASK_RETRY)),
         (None, true) => Action::requeue(TASK_RETRY),

@@ -8,11 +8,13 @@
 //! at the next reconcile of the same window, a run that failed is not (it is reported
 //! and waits for the next window, so a broken bot is not hammered).
 //!
-//! Tasks run only when the window's `allow.databaseMaintenance` is set, on bots that
-//! run (not emergency stopped). `archive: true` would write the pruned rows to S3
-//! before deleting them; that is not implemented yet, so such a prune is recorded as
-//! `Skipped` and deletes nothing (rows are never deleted unarchived when the spec asks
-//! for an archive).
+//! Database tasks run only when the window's own `allow.databaseMaintenance` is set,
+//! log cleanup (`POST /api/v1/maintenance/logs`) only when its own `allow.logCleanup`
+//! is set: a task belongs to the window that declares it, so another open window's
+//! flags neither enable nor block it. Tasks run on bots that run (not emergency
+//! stopped). `pruneTradeHistory` with `archive: true`, and `logCleanup` when the window
+//! has `spec.archive`, first write what they delete to S3 and verify it
+//! ([`super::archive`]); when that fails nothing is deleted and the run is `Failed`.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,7 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
+use super::archive::{self, Owner};
 use super::status::time;
 use super::window::Period;
 use crate::botlink::BotRef;
@@ -30,6 +33,7 @@ use crate::botlink::client::BotEndpoint;
 use crate::botlink::endpoint;
 use crate::botlink::token;
 use crate::shared::context::Context;
+use iq720_contract::maintenance::LogCleanupRequest;
 
 /// Deadline of one task call.
 const TASK_DEADLINE: Duration = Duration::from_secs(300);
@@ -38,6 +42,42 @@ const TASK_DEADLINE: Duration = Duration::from_secs(300);
 pub const VACUUM: &str = "vacuum";
 /// Task names as recorded in status.
 pub const PRUNE: &str = "pruneTradeHistory";
+/// Task names as recorded in status.
+pub const LOG_CLEANUP: &str = "logCleanup";
+
+/// What one task run came to, as recorded in `status.taskRuns`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// `Succeeded`, `Failed` or `Skipped`.
+    pub result: &'static str,
+    /// One sentence: what happened.
+    pub message: String,
+    /// Object key of the verified archive.
+    pub archive_key: Option<String>,
+    /// Its size.
+    pub archive_bytes: Option<u64>,
+    /// Rows or files deleted.
+    pub deleted: Option<u64>,
+    /// Bytes freed.
+    pub bytes_freed: Option<u64>,
+}
+
+impl Outcome {
+    fn new(result: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            result,
+            message: message.into(),
+            archive_key: None,
+            archive_bytes: None,
+            deleted: None,
+            bytes_freed: None,
+        }
+    }
+}
+
+fn to_i64(v: Option<u64>) -> Option<i64> {
+    v.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+}
 
 /// What the tasks step did.
 #[derive(Debug, Default)]
@@ -46,17 +86,19 @@ pub struct TasksOutcome {
     pub retry: bool,
 }
 
-/// The tasks a window asks for.
+/// The tasks a window asks for and allows itself.
 pub fn wanted(mw: &MaintenanceWindow) -> Vec<&'static str> {
-    if !mw.spec.allow.database_maintenance {
-        return Vec::new();
-    }
     let mut t = Vec::new();
-    if mw.spec.tasks.vacuum {
-        t.push(VACUUM);
+    if mw.spec.allow.database_maintenance {
+        if mw.spec.tasks.vacuum {
+            t.push(VACUUM);
+        }
+        if mw.spec.tasks.prune_trade_history.is_some() {
+            t.push(PRUNE);
+        }
     }
-    if mw.spec.tasks.prune_trade_history.is_some() {
-        t.push(PRUNE);
+    if mw.spec.allow.log_cleanup && mw.spec.tasks.log_cleanup.is_some() {
+        t.push(LOG_CLEANUP);
     }
     t
 }
@@ -88,44 +130,160 @@ async fn endpoint_of(ctx: &Context, bot: &TradingBot) -> Option<BotEndpoint> {
 async fn run_one(
     ctx: &Context,
     mw: &MaintenanceWindow,
+    bot: &str,
     ep: &BotEndpoint,
     task: &str,
-) -> (&'static str, String) {
+) -> Outcome {
     let began = Instant::now();
+    let deadline = tokio::time::Instant::now() + TASK_DEADLINE;
+    let namespace = mw.namespace().unwrap_or_default();
+    let window = mw.name_any();
+    let owner = Owner {
+        namespace: &namespace,
+        bot,
+        window: &window,
+    };
+    let secs = || began.elapsed().as_secs_f64();
     match task {
         VACUUM => match ctx.bots.vacuum(ep, TASK_DEADLINE).await {
-            Ok((before, after)) => (
-                "Succeeded",
-                format!(
-                    "vacuum reclaimed {} bytes ({before} -> {after}) in {:.1}s",
-                    before.saturating_sub(after),
-                    began.elapsed().as_secs_f64()
-                ),
-            ),
-            Err(e) => ("Failed", format!("vacuum failed: {e}")),
-        },
-        _ => {
-            let Some(prune) = mw.spec.tasks.prune_trade_history.as_ref() else {
-                return ("Skipped", "no pruneTradeHistory in the spec".into());
-            };
-            if prune.archive {
-                return (
-                    "Skipped",
-                    "archive to S3 before pruning is not implemented yet; no rows were deleted \
-                     (set archive: false to prune without an archive)"
-                        .into(),
-                );
-            }
-            let days = u32::try_from(prune.older_than_days.max(1)).unwrap_or(1);
-            match ctx.bots.prune(ep, days, TASK_DEADLINE).await {
-                Ok(rows) => (
+            Ok((before, after)) => Outcome {
+                bytes_freed: Some(before.saturating_sub(after)),
+                ..Outcome::new(
                     "Succeeded",
                     format!(
-                        "pruned {rows} closed trade(s) older than {days} day(s) in {:.1}s",
-                        began.elapsed().as_secs_f64()
+                        "vacuum reclaimed {} bytes ({before} -> {after}) in {:.1}s",
+                        before.saturating_sub(after),
+                        secs()
                     ),
-                ),
-                Err(e) => ("Failed", format!("prune failed: {e}")),
+                )
+            },
+            Err(e) => Outcome::new("Failed", format!("vacuum failed: {e}")),
+        },
+        LOG_CLEANUP => {
+            let Some(spec) = mw.spec.tasks.log_cleanup.as_ref() else {
+                return Outcome::new("Skipped", "no logCleanup in the spec");
+            };
+            let req = LogCleanupRequest {
+                older_than_days: spec
+                    .older_than_days
+                    .map(|d| u32::try_from(d.max(1)).unwrap_or(1)),
+                files: None,
+                dry_run: false,
+            };
+            let archive = mw
+                .spec
+                .archive
+                .as_ref()
+                .filter(|_| spec.archive != Some(false));
+            match archive {
+                None => match ctx.bots.clean_logs(ep, &req, TASK_DEADLINE).await {
+                    Ok(r) => Outcome {
+                        deleted: Some(r.files.len() as u64),
+                        bytes_freed: Some(r.bytes),
+                        ..Outcome::new(
+                            "Succeeded",
+                            format!(
+                                "deleted {} rotated log file(s), {} bytes, in {:.1}s",
+                                r.files.len(),
+                                r.bytes,
+                                secs()
+                            ),
+                        )
+                    },
+                    Err(e) => Outcome::new("Failed", format!("log cleanup failed: {e}")),
+                },
+                Some(a) => {
+                    match archive::logs_with_archive(ctx, a, &owner, ep, &req, deadline).await {
+                        Ok(d) if d.key.is_none() => Outcome {
+                            deleted: Some(0),
+                            bytes_freed: Some(0),
+                            ..Outcome::new(
+                                "Succeeded",
+                                "no rotated log files to clean; nothing archived or deleted",
+                            )
+                        },
+                        Ok(d) => Outcome {
+                            archive_key: d.key.clone(),
+                            archive_bytes: Some(d.bytes),
+                            deleted: Some(d.deleted),
+                            bytes_freed: Some(d.freed),
+                            ..Outcome::new(
+                                "Succeeded",
+                                format!(
+                                    "archived {} rotated log file(s) to {} ({} bytes, verified), then deleted {} file(s), {} bytes, in {:.1}s",
+                                    d.archived,
+                                    d.url,
+                                    d.bytes,
+                                    d.deleted,
+                                    d.freed,
+                                    secs()
+                                ),
+                            )
+                        },
+                        Err(e) => Outcome::new(
+                            "Failed",
+                            format!("log archive failed, no log file was deleted: {e}"),
+                        ),
+                    }
+                }
+            }
+        }
+        _ => {
+            let Some(prune) = mw.spec.tasks.prune_trade_history.as_ref() else {
+                return Outcome::new("Skipped", "no pruneTradeHistory in the spec");
+            };
+            let days = u32::try_from(prune.older_than_days.max(1)).unwrap_or(1);
+            if prune.archive {
+                let Some(a) = mw.spec.archive.as_ref() else {
+                    return Outcome::new(
+                        "Failed",
+                        "archive: true but the window has no spec.archive; no rows were deleted",
+                    );
+                };
+                return match archive::prune_with_archive(ctx, a, &owner, ep, days, deadline).await {
+                    Ok(d) if d.key.is_none() => Outcome {
+                        deleted: Some(0),
+                        ..Outcome::new(
+                            "Succeeded",
+                            format!(
+                                "no closed trade older than {days} day(s); nothing archived or pruned"
+                            ),
+                        )
+                    },
+                    Ok(d) => Outcome {
+                        archive_key: d.key.clone(),
+                        archive_bytes: Some(d.bytes),
+                        deleted: Some(d.deleted),
+                        ..Outcome::new(
+                            "Succeeded",
+                            format!(
+                                "archived {} row(s) older than {days} day(s) to {} ({} bytes, sha256 and rows verified), then pruned {} row(s) in {:.1}s",
+                                d.archived,
+                                d.url,
+                                d.bytes,
+                                d.deleted,
+                                secs()
+                            ),
+                        )
+                    },
+                    Err(e) => Outcome::new(
+                        "Failed",
+                        format!("archive before prune failed, no rows were deleted: {e}"),
+                    ),
+                };
+            }
+            match ctx.bots.prune(ep, days, TASK_DEADLINE).await {
+                Ok(rows) => Outcome {
+                    deleted: Some(rows),
+                    ..Outcome::new(
+                        "Succeeded",
+                        format!(
+                            "pruned {rows} closed trade(s) older than {days} day(s) in {:.1}s",
+                            secs()
+                        ),
+                    )
+                },
+                Err(e) => Outcome::new("Failed", format!("prune failed: {e}")),
             }
         }
     }
@@ -163,7 +321,8 @@ pub async fn run(
             continue;
         };
         for task in due {
-            let (result, message) = run_one(ctx, mw, &ep, task).await;
+            let out = run_one(ctx, mw, &name, &ep, task).await;
+            let (result, message) = (out.result, out.message.clone());
             ctx.metrics
                 .maintenance_tasks
                 .with_label_values(&[task, result])
@@ -191,6 +350,10 @@ pub async fn run(
                     finished: time(Timestamp::now()),
                     result: result.to_string(),
                     message,
+                    archive_key: out.archive_key,
+                    archive_bytes: to_i64(out.archive_bytes),
+                    deleted: to_i64(out.deleted),
+                    bytes_freed: to_i64(out.bytes_freed),
                 },
             );
         }
@@ -212,6 +375,10 @@ mod tests {
             finished: time(t),
             result: "Succeeded".into(),
             message: String::new(),
+            archive_key: None,
+            archive_bytes: None,
+            deleted: None,
+            bytes_freed: None,
         }
     }
 
@@ -239,6 +406,10 @@ mod tests {
         let mut mw = MaintenanceWindow::new("w", spec);
         assert_eq!(wanted(&mw), vec![VACUUM, PRUNE]);
         mw.spec.allow.database_maintenance = false;
+        assert!(wanted(&mw).is_empty());
+        mw.spec.tasks.log_cleanup = Some(Default::default());
+        assert_eq!(wanted(&mw), vec![LOG_CLEANUP]);
+        mw.spec.allow.log_cleanup = false;
         assert!(wanted(&mw).is_empty());
     }
 }

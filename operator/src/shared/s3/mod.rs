@@ -74,6 +74,14 @@ pub const META_NAMESPACE: &str = "iq720-namespace";
 pub const META_BOT: &str = "iq720-bot";
 /// Object metadata key of the BackupSchedule (or MaintenanceWindow) that wrote it.
 pub const META_SCHEDULE: &str = "iq720-backupschedule";
+/// Object metadata key of the MaintenanceWindow whose task wrote an archive.
+pub const META_WINDOW: &str = "iq720-maintenancewindow";
+/// Object metadata key of the number of rows (or files) an archive holds.
+pub const META_ROWS: &str = "iq720-rows";
+/// Folder under `<prefix>/<namespace>/<bot>/` of the archives written before a
+/// maintenance deletion (BackupSchedule retention never lists it: it deletes only the
+/// backup keys it recorded).
+pub const ARCHIVE_DIR: &str = "archive";
 
 /// An S3 client bound to one destination.
 #[derive(Debug, Clone)]
