@@ -161,6 +161,37 @@ async fn operator_reaches_bot(e: &Env, bot: &str, op: &Operator) {
     .await;
 }
 
+/// The operator's rotation-due gauge of one bot, in Unix seconds.
+async fn rotation_due_gauge(op: &Operator, ns: &str, bot: &str) -> Option<i64> {
+    let text = iq720_tests::http::get(&op.metrics_addr, "/metrics")
+        .await
+        .ok()?
+        .text();
+    text.lines()
+        .filter(|l| l.starts_with("iq720_operator_api_keys_rotation_due_timestamp_seconds{"))
+        .filter(|l| {
+            l.contains(&format!("bot=\"{bot}\"")) && l.contains(&format!("namespace=\"{ns}\""))
+        })
+        .find_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as i64)
+}
+
+/// Waits until the gauge equals `status.apiKeys.nextRotation` (the alert's input).
+async fn wait_gauge_matches(e: &Env, op: &Operator, bot: &str, next: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = rotation_due_gauge(op, e.ns.name(), bot).await;
+        if got == Some(next) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "iq720_operator_api_keys_rotation_due_timestamp_seconds for {bot} is {got:?}, status.apiKeys.nextRotation is {next}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::test]
 async fn on_demand_rotation_overlaps_for_the_grace_period_then_drops_the_old_token() {
     let e = env().await;
@@ -189,6 +220,14 @@ async fn on_demand_rotation_overlaps_for_the_grace_period_then_drops_the_old_tok
         "nextRotation before the first rotation: {:?}",
         api_keys(&b)
     );
+    let first_due = api_keys(&b)
+        .unwrap()
+        .next_rotation
+        .as_ref()
+        .unwrap()
+        .0
+        .as_second();
+    wait_gauge_matches(&e, &op, "rot", first_due).await;
     let before = wait_tokens(&e, "rot", 1, &op).await;
     assert_eq!(before[0].0, "token");
     let old = before[0].1.clone();
@@ -231,6 +270,9 @@ async fn on_demand_rotation_overlaps_for_the_grace_period_then_drops_the_old_tok
     let keys = api_keys(&b).unwrap();
     assert!(keys.next_rotation.is_some());
     assert!(keys.next_rotation.as_ref().unwrap().0 > keys.last_rotated.as_ref().unwrap().0);
+    let next_due = keys.next_rotation.as_ref().unwrap().0.as_second();
+    assert!(next_due > first_due, "the rotation moved the due time");
+    wait_gauge_matches(&e, &op, "rot", next_due).await;
     let after = wait_tokens(&e, "rot", 1, &op).await;
     assert_eq!(after[0], (new_key.clone(), new.clone()));
     wait_answer(

@@ -57,6 +57,13 @@ pub struct Metrics {
     pub maintenance_operations_deferred: IntCounterVec,
     /// Maintenance tasks run on one bot, by task and result.
     pub maintenance_tasks: IntCounterVec,
+    /// Restore drills of one bot's backup, by result (`succeeded`, `failed`).
+    pub restore_drills: IntCounterVec,
+    /// Duration of one restore drill (pod start to result), by result.
+    pub restore_drill_duration: HistogramVec,
+    /// Unix time at which each bot's API tokens are due for rotation
+    /// (`lastRotated + rotationInterval`); overdue = `time() - value > 0`.
+    pub api_keys_rotation_due: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -195,6 +202,31 @@ impl Metrics {
         registry.register(Box::new(maintenance_windows_open.clone()))?;
         registry.register(Box::new(maintenance_operations_deferred.clone()))?;
         registry.register(Box::new(maintenance_tasks.clone()))?;
+        let restore_drills = IntCounterVec::new(
+            Opts::new(
+                "iq720_operator_restore_drills_total",
+                "Restore drills of one bot's backup, by result",
+            ),
+            &["result"],
+        )?;
+        let restore_drill_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "iq720_operator_restore_drill_duration_seconds",
+                "Duration of one restore drill (throwaway pod start to result)",
+            )
+            .buckets(vec![1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0]),
+            &["result"],
+        )?;
+        registry.register(Box::new(restore_drills.clone()))?;
+        registry.register(Box::new(restore_drill_duration.clone()))?;
+        let api_keys_rotation_due = IntGaugeVec::new(
+            Opts::new(
+                "iq720_operator_api_keys_rotation_due_timestamp_seconds",
+                "Unix time at which a bot's API tokens are due for rotation (overdue = time() - value > 0)",
+            ),
+            &["namespace", "bot"],
+        )?;
+        registry.register(Box::new(api_keys_rotation_due.clone()))?;
         Ok(Self {
             registry,
             reconciliations,
@@ -213,6 +245,9 @@ impl Metrics {
             maintenance_windows_open,
             maintenance_operations_deferred,
             maintenance_tasks,
+            restore_drills,
+            restore_drill_duration,
+            api_keys_rotation_due,
         })
     }
 

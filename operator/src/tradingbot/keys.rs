@@ -265,6 +265,12 @@ async fn advance(
             None => issued_at(ctx, bot, target).await?,
         };
         let scheduled = scheduled_at(keys.last_rotated.map(|t| t.0), issued, interval);
+        if let Some(due) = scheduled {
+            ctx.metrics
+                .api_keys_rotation_due
+                .with_label_values(&[&target.namespace, &target.name])
+                .set(due.as_second());
+        }
         let may_run = gate.as_ref().is_ok_and(|g| {
             g.verdict(Operation::KeyRotation, jiff::Timestamp::now())
                 .may_run()
@@ -412,6 +418,15 @@ async fn advance(
             Ok(interval)
         }
     }
+}
+
+/// Drops a deleted bot's rotation-due gauge, so the overdue alert does not fire for
+/// a bot that no longer exists.
+pub fn forget_due(ctx: &Context, target: &BotRef) {
+    let _ = ctx
+        .metrics
+        .api_keys_rotation_due
+        .remove_label_values(&[&target.namespace, &target.name]);
 }
 
 fn set_next(st: &mut TradingBotStatus, next: Option<Timestamp>) {
