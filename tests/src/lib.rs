@@ -29,6 +29,7 @@ pub use harness::cluster::{Cluster, ClusterEnv, FIELD_MANAGER, repo_root, run_di
 pub use harness::error::HarnessError;
 pub use harness::http;
 pub use harness::logs::{container_pid, log_path, pid_alive, pod_ip, pod_log};
+pub use harness::minio::{PrivateMinio, ThrottledRelay, minio_binary, multipart_uploads};
 pub use harness::namespace::TestNamespace;
 pub use harness::s3::{delete_object, get_object, list_keys, put_object, s3_bucket, s3_client};
 pub use harness::wait::{pod_phase, pod_ready, poll_until, wait_for_condition, wait_for_deletion};
