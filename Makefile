@@ -81,6 +81,10 @@ bench-e2e: ## emergency-stop latency and leader takeover on the local cluster
 	bash tests/scripts/with-cluster.sh cargo test --locked -p iq720-tests --test operator_e2e -- \
 	  --nocapture bot_lifecycle standby_operator 2>&1 | grep -E '^BENCH|test result'
 
+.PHONY: bench-scale
+bench-scale: ## one operator, N bots (N=1000) on a new cluster: converge time, RSS, polling CPU, apiserver writes (IDLE_SECONDS=600)
+	N=$(or $(N),1000) IDLE_SECONDS=$(or $(IDLE_SECONDS),600) bash tests/scripts/bench-scale.sh
+
 .PHONY: clean
 clean: cluster-down ## stop the cluster and remove build output
 	cargo clean

@@ -31,6 +31,9 @@ struct Args {
     /// Port of the kubelet API (kubectl logs) on 127.0.0.1; 0 picks a free port.
     #[arg(long, default_value_t = 0)]
     kubelet_port: u16,
+    /// Most pods the node takes (raise it for scale benchmarks: 1,000 bots).
+    #[arg(long, default_value_t = iq720_tests::localnode::node::MAX_PODS)]
+    max_pods: u32,
 }
 
 #[tokio::main]
@@ -65,6 +68,7 @@ async fn main() -> std::process::ExitCode {
         state_dir: args.state_dir,
         image_map: args.image_map,
         kubelet_port: args.kubelet_port,
+        max_pods: args.max_pods,
     };
     match run(opts, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -33,6 +33,8 @@ pub struct AgentOptions {
     pub image_map: PathBuf,
     /// Kubelet API port on 127.0.0.1 (0: any free port).
     pub kubelet_port: u16,
+    /// Most pods the node takes ([`super::node::MAX_PODS`] unless raised).
+    pub max_pods: u32,
 }
 
 async fn client_from(path: &std::path::Path) -> Result<(Client, Option<(String, u16)>)> {
@@ -87,7 +89,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<()> 
         state_dir,
         image_map_path: image_map,
         api_endpoint,
-        capacity: machine_capacity(),
+        capacity: machine_capacity(opts.max_pods),
         ips: Mutex::new(IpPool::new(super::ipam::octet_for(&state_dir_for_ips))),
         kubelet_port,
         started: k8s_openapi::jiff::Timestamp::now(),

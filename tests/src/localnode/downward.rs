@@ -14,6 +14,8 @@ pub struct NodeCapacity {
     pub memory_bytes: f64,
     /// Ephemeral storage in bytes.
     pub ephemeral_bytes: f64,
+    /// Most pods the node takes (the scheduler places no more).
+    pub max_pods: u32,
 }
 
 /// The host IP every pod reports.
@@ -189,6 +191,7 @@ mod tests {
             cpu_cores: 2.0,
             memory_bytes: 1e9,
             ephemeral_bytes: 1e10,
+            max_pods: 110,
         };
         let mi = Quantity("1Mi".into());
         let milli = Quantity("1m".into());

@@ -26,11 +26,12 @@ pub const KUBELET_VERSION: &str = "v1.34.4";
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 /// Lease duration.
 pub const LEASE_SECONDS: i32 = 40;
-/// Max pods.
-pub const MAX_PODS: &str = "110";
+/// Max pods by default (a kubelet's default); `--max-pods` raises it for scale tests.
+pub const MAX_PODS: u32 = 110;
 
-/// Reads the machine's capacity (CPU count, MemTotal, a nominal disk).
-pub fn machine_capacity() -> NodeCapacity {
+/// Reads the machine's capacity (CPU count, MemTotal, a nominal disk) and takes at most
+/// `max_pods` pods.
+pub fn machine_capacity(max_pods: u32) -> NodeCapacity {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mem_kib = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -45,6 +46,7 @@ pub fn machine_capacity() -> NodeCapacity {
         cpu_cores: cpus as f64,
         memory_bytes: mem_kib as f64 * 1024.0,
         ephemeral_bytes: 100.0 * 1024.0 * 1024.0 * 1024.0,
+        max_pods,
     }
 }
 
@@ -70,7 +72,7 @@ fn resources(cap: &NodeCapacity) -> BTreeMap<String, Quantity> {
             "ephemeral-storage".to_string(),
             Quantity(format!("{}Gi", (cap.ephemeral_bytes / 1073741824.0) as u64)),
         ),
-        ("pods".to_string(), Quantity(MAX_PODS.to_string())),
+        ("pods".to_string(), Quantity(cap.max_pods.to_string())),
     ])
 }
 
