@@ -80,6 +80,14 @@ references), so there is no delete verb; Secrets are never listed or watched.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# Restore: the log of a bot pod's restore init container says what a bootstrap restore
+# did; restore drills run in throwaway pods (created, their log read, deleted).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["create", "delete"]
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -10,8 +10,9 @@
 //! the bot owns its database and the only consistent snapshot is its own online
 //! backup; a skip is not a failure and causes no retry loop. Steps are one module
 //! each: [`validate`], [`schedule`] (pure), [`run`], [`verify`], [`retention`],
-//! [`status`].
+//! [`drill`] (restore drills in a throwaway pod), [`status`].
 
+pub mod drill;
 pub mod error;
 pub mod retention;
 pub mod run;
@@ -26,7 +27,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use iq720_crds::backup_schedule::{BACKUP_NOW_ANNOTATION, BackupResult, BackupScheduleStatus};
+use iq720_crds::backup_schedule::{
+    BACKUP_NOW_ANNOTATION, BackupResult, BackupScheduleStatus, DRILL_NOW_ANNOTATION,
+};
 use iq720_crds::{BackupSchedule, TradingBot};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -230,6 +233,28 @@ async fn reconcile(cached: Arc<BackupSchedule>, state: Arc<State>) -> Result<Act
     } else {
         retry_next = retry_at.filter(|t| *t > now);
         heal_bots(ctx, &bks, &st, &bots).await;
+    }
+
+    // Restore drills: after every Nth verified backup of a bot, or for every selected
+    // bot once per drill-now value (see drill.rs).
+    if bks.spec.restore_drill.is_some() {
+        drill::count_new_backups(&old.recent_backups, &mut st);
+    }
+    let drill_now = bks
+        .annotations()
+        .get(DRILL_NOW_ANNOTATION)
+        .filter(|v| old.last_drill_request.as_ref() != Some(*v))
+        .cloned();
+    let due: Vec<String> = match (&drill_now, &bks.spec.restore_drill) {
+        (Some(_), _) => bots.iter().map(|b| b.name_any()).collect(),
+        (None, Some(d)) => drill::due(&st, d.every_nth_backup),
+        (None, None) => Vec::new(),
+    };
+    if let Some(value) = drill_now {
+        st.last_drill_request = Some(value);
+    }
+    if !due.is_empty() {
+        drill::run(ctx, &bks, &mut st, &due, &bots).await;
     }
 
     let end = Timestamp::now();

@@ -11,6 +11,7 @@ pub mod emergency;
 pub mod error;
 pub mod keys;
 pub mod pipeline;
+pub mod restore;
 pub mod status;
 pub mod validate;
 

@@ -265,6 +265,8 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner) -> Result<Action> {
 
     // build, apply
     let mut desired = build::desired(bot, 1, &ctx.settings.bot_ingress)?;
+    // spec.restore: the restore init container (or zero replicas until a backup exists)
+    super::restore::step(ctx, bot, &mut st).await.apply(&mut desired.stateful_set);
     let outcome = apply::apply_all(ctx, owner, &mut desired, hold).await;
     report_maintenance(ctx, bot, &mut st, outcome.template.as_ref(), &verdict).await;
     if outcome.all_applied() {

@@ -16,7 +16,8 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, LocalObjectReference, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -24,6 +25,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 
 use iq720_crds::TradingBot;
+use iq720_crds::common::S3Location;
 
 use super::Owner;
 use super::bot_config::{
@@ -247,6 +249,92 @@ pub fn build(owner: &Owner, bot: &TradingBot, config_checksum: &str, replicas: i
     }
 }
 
+/// Name of the init container that restores the trade database from a backup.
+pub const RESTORE_CONTAINER: &str = "restore";
+
+/// The backup a bot's pod restores before the bot first starts (`spec.restore`,
+/// resolved and pinned by [`crate::tradingbot::restore`]). Holds no credentials: only
+/// the name and keys of the Secret that has them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestoreSource {
+    /// Object key of the backup.
+    pub key: String,
+    /// sha256 recorded at upload, when known (checked by the restore).
+    pub sha256: Option<String>,
+    /// The BackupSchedule's destination (bucket, endpoint, region, Secret ref).
+    pub location: S3Location,
+}
+
+/// Adds the restore init container to a built StatefulSet: the bot image running
+/// `iq720-bot restore --s3-key ...` on the data volume. It restores only into an
+/// empty volume; a volume with a database is left alone and the init step succeeds,
+/// saying so in its log. The S3 credentials reach it as environment variables from
+/// the Secret (`secretKeyRef`), never as arguments.
+pub fn add_restore(sts: &mut StatefulSet, source: &RestoreSource) {
+    let Some(pod) = sts.spec.as_mut().and_then(|s| s.template.spec.as_mut()) else {
+        return;
+    };
+    let Some(bot) = pod.containers.iter().find(|c| c.name == CONTAINER) else {
+        return;
+    };
+    let loc = &source.location;
+    let mut args = vec![
+        "restore".to_string(),
+        "--data-dir".to_string(),
+        DATA_DIR.to_string(),
+        "--s3-bucket".to_string(),
+        loc.bucket.clone(),
+        "--s3-key".to_string(),
+        source.key.clone(),
+        "--s3-region".to_string(),
+        loc.region.clone(),
+    ];
+    if let Some(endpoint) = &loc.endpoint {
+        args.extend(["--s3-endpoint".to_string(), endpoint.clone()]);
+    }
+    if loc.force_path_style {
+        args.push("--s3-path-style".to_string());
+    }
+    if let Some(sha) = &source.sha256 {
+        args.extend(["--s3-sha256".to_string(), sha.clone()]);
+    }
+    let refs = &loc.credentials_secret_ref;
+    let init = Container {
+        name: RESTORE_CONTAINER.to_string(),
+        image: bot.image.clone(),
+        image_pull_policy: bot.image_pull_policy.clone(),
+        args: Some(args),
+        env: Some(vec![
+            env_secret("AWS_ACCESS_KEY_ID", &refs.name, &refs.access_key_id_key),
+            env_secret(
+                "AWS_SECRET_ACCESS_KEY",
+                &refs.name,
+                &refs.secret_access_key_key,
+            ),
+        ]),
+        resources: bot.resources.clone(),
+        volume_mounts: Some(vec![mount(DATA_VOLUME, DATA_DIR, false)]),
+        security_context: bot.security_context.clone(),
+        ..Container::default()
+    };
+    pod.init_containers = Some(vec![init]);
+}
+
+fn env_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_string(),
+                key: key.to_string(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
 fn env_value(name: &str, value: &str) -> EnvVar {
     EnvVar {
         name: name.to_string(),
@@ -275,5 +363,126 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
         mount_path: path.to_string(),
         read_only: Some(read_only),
         ..VolumeMount::default()
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use iq720_crds::TradingBotSpec;
+
+    fn built() -> StatefulSet {
+        let spec: TradingBotSpec = serde_json::from_value(serde_json::json!({
+            "version": "0.1.0", "pairs": ["BTC/USDT"]
+        }))
+        .unwrap();
+        let mut bot = TradingBot::new("alpha", spec);
+        bot.metadata.namespace = Some("trading".into());
+        bot.metadata.uid = Some("1234".into());
+        let owner = Owner::of(&bot).unwrap();
+        build(&owner, &bot, "sum", 1)
+    }
+
+    fn source() -> RestoreSource {
+        let location: S3Location = serde_json::from_value(serde_json::json!({
+            "bucket": "backups", "endpoint": "http://minio:9000", "forcePathStyle": true,
+            "credentialsSecretRef": {"name": "s3-creds"}
+        }))
+        .unwrap();
+        RestoreSource {
+            key: "p/trading/alpha/20260101T030000.000Z.tar.gz".into(),
+            sha256: Some("ab".repeat(32)),
+            location,
+        }
+    }
+
+    #[test]
+    fn the_restore_init_container_runs_the_bot_image_on_the_data_volume() {
+        let mut sts = built();
+        assert!(
+            sts.spec
+                .as_ref()
+                .unwrap()
+                .template
+                .spec
+                .as_ref()
+                .unwrap()
+                .init_containers
+                .is_none()
+        );
+        add_restore(&mut sts, &source());
+        let pod = sts.spec.unwrap().template.spec.unwrap();
+        let init = &pod.init_containers.unwrap()[0];
+        let bot = &pod.containers[0];
+        assert_eq!(init.name, RESTORE_CONTAINER);
+        assert_eq!(init.image, bot.image);
+        assert_eq!(init.security_context, bot.security_context);
+        let args = init.args.clone().unwrap();
+        assert_eq!(
+            args,
+            [
+                "restore",
+                "--data-dir",
+                DATA_DIR,
+                "--s3-bucket",
+                "backups",
+                "--s3-key",
+                "p/trading/alpha/20260101T030000.000Z.tar.gz",
+                "--s3-region",
+                "us-east-1",
+                "--s3-endpoint",
+                "http://minio:9000",
+                "--s3-path-style",
+                "--s3-sha256",
+                &"ab".repeat(32),
+            ]
+        );
+        let mounts = init.volume_mounts.clone().unwrap();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].name, DATA_VOLUME);
+        assert_eq!(mounts[0].mount_path, DATA_DIR);
+        assert_eq!(mounts[0].read_only, Some(false));
+    }
+
+    #[test]
+    fn credentials_come_from_the_secret_by_reference_only() {
+        let mut sts = built();
+        add_restore(&mut sts, &source());
+        let pod = sts.spec.unwrap().template.spec.unwrap();
+        let init = &pod.init_containers.unwrap()[0];
+        let env = init.env.clone().unwrap();
+        let names: Vec<_> = env.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]);
+        for e in &env {
+            // no literal value: a reference to the Secret's key
+            assert!(e.value.is_none(), "{e:?}");
+            let r = e
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap();
+            assert_eq!(r.name, "s3-creds");
+        }
+        let keys: Vec<_> = env
+            .iter()
+            .map(|e| {
+                e.value_from
+                    .as_ref()
+                    .unwrap()
+                    .secret_key_ref
+                    .as_ref()
+                    .unwrap()
+                    .key
+                    .clone()
+            })
+            .collect();
+        assert_eq!(keys, ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]);
+        // nothing credential-like anywhere else in the rendered pod
+        let text = serde_json::to_string(&pod.containers).unwrap()
+            + &serde_json::to_string(&init.args).unwrap();
+        assert!(!text.to_lowercase().contains("secret_access"), "{text}");
     }
 }
