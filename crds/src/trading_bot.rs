@@ -16,6 +16,11 @@ pub const DEFAULT_BOT_IMAGE: &str = "ghcr.io/iq720/iq720-bot";
 /// (inside an allowed maintenance window when the bot is selected by one), for example
 /// `kubectl annotate tb NAME trading.iq720.io/rotate-keys="$(date +%s)" --overwrite`.
 pub const ROTATE_KEYS_ANNOTATION: &str = "trading.iq720.io/rotate-keys";
+/// Annotation lifting the halt of automatic updates after several consecutive
+/// rollbacks (condition `AutoUpdatesHalted`): each distinct value resets the count
+/// once, for example
+/// `kubectl annotate tb NAME trading.iq720.io/resume-updates="$(date +%s)" --overwrite`.
+pub const RESUME_UPDATES_ANNOTATION: &str = "trading.iq720.io/resume-updates";
 
 /// Desired state of a trading bot.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -32,6 +37,7 @@ pub const ROTATE_KEYS_ANNOTATION: &str = "trading.iq720.io/rotate-keys";
     status = "TradingBotStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.currentVersion"}"#,
+    printcolumn = r#"{"name":"Wanted","type":"string","jsonPath":".spec.version"}"#,
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"Positions","type":"integer","jsonPath":".status.openPositions"}"#,
     printcolumn = r#"{"name":"WinRate","type":"string","jsonPath":".status.winRate"}"#,
@@ -637,7 +643,7 @@ pub struct TradingBotStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<TradingBotPhase>,
     /// Standard conditions: Ready, MarketDataHealthy, Paused, EmergencyStopped,
-    /// Upgrading, InvalidSpec.
+    /// Upgrading, AutoUpdatesHalted, InvalidSpec.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Generation of the spec that this status describes.
@@ -672,6 +678,141 @@ pub struct TradingBotStatus {
     /// the pod's restore step did with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreStatus>,
+    /// Version rollouts: the last version that passed the health gate, the rollout in
+    /// progress, a version that failed and is not retried, and recent outcomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// Version rollouts of a bot. A change of `spec.version` away from `stableVersion`
+/// is a rollout: wait for an allowed maintenance window (when one selects the bot) →
+/// pre-update backup (when `spec.update.preUpdateBackup`) → halt new entries → roll
+/// the pod → health gate within `spec.update.healthTimeout` (pod Ready, the bot reports
+/// the new version, its engine loop iterates, market data is fresh). This status never
+/// pins the image: the pod template follows `spec.version`, except that a version
+/// recorded in `failedVersion` is replaced by `stableVersion` while `spec.version`
+/// still names it and `spec.update.autoRollback` is true.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Last version that passed the health gate (or the version the bot first ran);
+    /// a failed rollout goes back to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub stable_version: Option<String>,
+    /// The rollout in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<ActiveRollout>,
+    /// A version that failed its health gate. It is not rolled out again while
+    /// `spec.version` names it: change `spec.version` to try again or to move on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub failed_version: Option<String>,
+    /// Why `failedVersion` failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    /// Rollbacks in a row without a successful rollout in between; at 3 automatic
+    /// updates stop (condition `AutoUpdatesHalted`) until the annotation
+    /// `trading.iq720.io/resume-updates` gets a new value.
+    #[serde(default, skip_serializing_if = "is_zero_i32")]
+    pub consecutive_rollbacks: i32,
+    /// Value of the `trading.iq720.io/resume-updates` annotation acted on last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub last_resume_request: Option<String>,
+    /// Outcomes of the latest rollouts, newest first (at most 5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub history: Vec<RolloutRecord>,
+}
+
+fn is_zero_i32(n: &i32) -> bool {
+    *n == 0
+}
+
+/// A rollout in progress.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveRollout {
+    /// Identifier of this rollout (also the value of the `trading.iq720.io/backup-now`
+    /// annotation of its pre-update backup).
+    #[schemars(length(max = 253))]
+    pub id: String,
+    /// Version the bot runs before the rollout (`stableVersion`).
+    #[schemars(length(max = 128))]
+    pub from_version: String,
+    /// Version being rolled out.
+    #[schemars(length(max = 128))]
+    pub to_version: String,
+    /// Current step.
+    pub step: RolloutStep,
+    /// When the rollout started (the operator saw the new version).
+    pub started_at: Time,
+    /// When the pod was rolled to the new version; the health gate's deadline is this
+    /// plus `spec.update.healthTimeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_at: Option<Time>,
+    /// Object key of the verified pre-update backup, once taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_key: Option<String>,
+    /// What the current step waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Step of a rollout.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RolloutStep {
+    /// Waiting for a maintenance window that allows upgrades.
+    WaitingForWindow,
+    /// Waiting for the pre-update backup to be verified.
+    BackingUp,
+    /// Pausing new entries on the running bot before its pod is replaced.
+    HaltingEntries,
+    /// The pod runs the new version; waiting for it to pass the health gate.
+    HealthGate,
+}
+
+/// Outcome of one rollout.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRecord {
+    /// Version before the rollout.
+    #[schemars(length(max = 128))]
+    pub from_version: String,
+    /// Version rolled out.
+    #[schemars(length(max = 128))]
+    pub to_version: String,
+    /// What happened.
+    pub result: RolloutResult,
+    /// Why, for anything but success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the rollout started.
+    pub started_at: Time,
+    /// When it ended.
+    pub finished_at: Time,
+    /// Milliseconds from the pod roll to the end (health gate passed, or given up and
+    /// the rollback applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_ms: Option<i64>,
+    /// Object key of the pre-update backup, when one was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_key: Option<String>,
+}
+
+/// Result of a rollout.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RolloutResult {
+    /// The new version passed the health gate.
+    Succeeded,
+    /// The new version failed the health gate and the previous one was restored.
+    RolledBack,
+    /// The new version failed the health gate and stays (`autoRollback: false`).
+    Failed,
+    /// `spec.version` changed again, or an emergency stop interrupted it, before the
+    /// rollout ended.
+    Superseded,
 }
 
 /// A backup taken of the bot.
