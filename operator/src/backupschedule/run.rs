@@ -95,6 +95,9 @@ pub async fn backup_bot(
             message,
         };
     }
+    // Start, stream and verified lines give each attempt's phases in the log
+    // (`make bench-backup` reads them for per-bot durations and concurrency).
+    info!(bot = %bot.name_any(), namespace = ?bot.namespace(), "backup started");
     let deadline = Instant::now() + settings.attempt_deadline;
     match attempt(ctx, settings, s3, schedule, bot, deadline).await {
         Err(BackupError::Deadline(_)) => {
@@ -115,6 +118,7 @@ pub async fn backup_bot(
             .await;
             match checked {
                 Ok(()) => {
+                    info!(bot = %record.bot, key = %record.key, "backup verified");
                     record.verified = true;
                     Outcome::Done(record)
                 }
@@ -173,6 +177,7 @@ async fn attempt(
         )
         .await?;
     let key = object_key(&s3.prefix, &ns, &name, Timestamp::now());
+    info!(bot = %name, namespace = %ns, key = %key, "snapshot received; streaming it to S3");
     let mut metadata = HashMap::from([
         (META_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
         (META_NAMESPACE.to_string(), ns.clone()),
