@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::Operator;
 use common::bots::*;
-use iq_support::*;
 use iq720_crds::BackupSchedule;
 use iq720_crds::backup_schedule::BackupResult;
 use iq720_crds::trading_bot::TradingBotPhase;
@@ -24,9 +23,10 @@ use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
+use support::*;
 
 /// Helpers of this file (kept apart from `common`, which other tests share).
-mod iq_support {
+mod support {
     use super::*;
 
     pub const SECRET: &str = "e2e-s3";
@@ -495,7 +495,7 @@ async fn retention_max_age_prunes_old_keeps_newest_verified_and_foreign() {
         "u2 older than maxAge",
         Duration::from_secs(60),
         Duration::from_millis(200),
-        || async move { (jiff_now() > aged_at).then_some(()) },
+        || async move { (unix_now() > aged_at).then_some(()) },
     )
     .await
     .unwrap();
@@ -542,7 +542,7 @@ async fn retention_max_age_prunes_old_keeps_newest_verified_and_foreign() {
     teardown(e).await;
 }
 
-fn jiff_now() -> i64 {
+fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -582,14 +582,14 @@ async fn suspended_schedule_skips_slots_but_takes_on_demand_backups() {
 
     // Across the next minute boundary (+5 s): no scheduled run.
     let boundary = (created / 60 + 1) * 60;
-    let slot_passed = boundary.max(jiff_now() / 60 * 60) + 5;
+    let slot_passed = boundary.max(unix_now() / 60 * 60) + 5;
     let reconciles = "iq720_operator_reconciliations_total{controller=\"backupschedule\"}";
     let count_before = op.metric(reconciles).await;
     poll_until(
         "a minute slot passed",
         Duration::from_secs(70),
         Duration::from_millis(250),
-        || async move { (jiff_now() >= slot_passed).then_some(()) },
+        || async move { (unix_now() >= slot_passed).then_some(()) },
     )
     .await
     .unwrap();
@@ -630,7 +630,7 @@ async fn suspended_schedule_skips_slots_but_takes_on_demand_backups() {
     let st = s.status.unwrap();
     let slot = st.last_schedule_time.unwrap().0.as_second();
     assert_eq!(slot % 60, 0);
-    assert!(slot >= boundary && slot <= jiff_now(), "{slot}");
+    assert!(slot >= boundary && slot <= unix_now(), "{slot}");
     assert!(st.next_schedule_time.is_some());
     assert_eq!(
         bks_condition(&schedules(&e).get("paused").await.unwrap(), "Ready")
