@@ -16,7 +16,8 @@
 # Env: N (default 1000), RUN_SECONDS (running-bots window, default 180),
 #      IDLE_SECONDS (idle window, default 600), SETTLE_SECONDS (default 30),
 #      CONVERGE_TIMEOUT (default 900), BENCH_OUT (report dir, default <repo>/.run/bench-scale),
-#      IQ720_BENCH_KEEP=1 keeps the cluster running afterwards.
+#      IQ720_BENCH_KEEP=1 keeps the cluster running afterwards,
+#      IQ720_BENCH_NO_BUILD=1 uses the release binaries already built (no cargo build).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 SCRIPTS="$ROOT/tests/scripts"
@@ -69,10 +70,16 @@ finish() {
 }
 trap finish EXIT
 
-log "bench-scale: N=$N, run dir $RUN; building release binaries"
-(cd "$ROOT" && cargo build --quiet --release --locked \
-  -p iq720-operator -p iq720-bot -p iq720-tests \
-  --bin iq720-operator --bin iq720-bot --bin iq720-localnode --bin iq720-bench-scale)
+log "bench-scale: N=$N, run dir $RUN"
+if [[ ${IQ720_BENCH_NO_BUILD:-0} != 1 ]]; then
+  log "bench-scale: building release binaries"
+  (cd "$ROOT" && cargo build --quiet --release --locked \
+    -p iq720-operator -p iq720-bot -p iq720-tests \
+    --bin iq720-operator --bin iq720-bot --bin iq720-localnode --bin iq720-bench-scale)
+fi
+for b in iq720-operator iq720-bot iq720-localnode iq720-bench-scale; do
+  [[ -x $REL/$b ]] || die "$REL/$b is missing (run without IQ720_BENCH_NO_BUILD)"
+done
 
 # Control plane and MinIO only; the node agent is started below in its release build,
 # with room for N pods and an image map pointing at the release bot.
