@@ -76,6 +76,10 @@ demo-test: ## `make demo` on a new cluster (own run dir, CRDs never seen), then 
 bench: ## bot engine benchmarks (criterion; figures in README.md)
 	cargo bench -p iq720-bot --bench engine
 
+.PHONY: bench-backup
+bench-backup: ## BackupSchedule on a new cluster: 1 GiB database (operator RSS growth, throughput vs aws s3 cp), 100 bots in one schedule (DB_BYTES, BOTS)
+	DB_BYTES=$(or $(DB_BYTES),1073741824) BOTS=$(or $(BOTS),100) bash tests/scripts/bench-backup.sh
+
 .PHONY: bench-e2e
 bench-e2e: ## emergency-stop latency and leader takeover on the local cluster
 	bash tests/scripts/with-cluster.sh cargo test --locked -p iq720-tests --test operator_e2e -- \
