@@ -110,6 +110,17 @@ pub struct RunArgs {
     /// Most reconciles running at once per controller.
     #[arg(long, default_value_t = 32)]
     pub max_concurrent_reconciles: u16,
+    /// Secret (in the operator's namespace) holding the webhook URL for notifications
+    /// of incidents (emergency stop, positions possibly open, backup failure, rollback,
+    /// key rotation overdue). Unset: no notifications.
+    #[arg(long, env = "IQ720_NOTIFY_SECRET")]
+    pub notify_secret: Option<String>,
+    /// Key of the webhook URL in --notify-secret.
+    #[arg(long, default_value = "url")]
+    pub notify_secret_key: String,
+    /// Body format of the notifications.
+    #[arg(long, value_enum, default_value = "generic")]
+    pub notify_format: crate::shared::notify::Format,
 }
 
 /// Errors of the command-line front end.

@@ -107,6 +107,18 @@ pub async fn run(args: RunArgs) -> Result<(), ManagerError> {
         close_all_deadline: args.close_all_deadline,
         status_figures_interval: args.status_figures_interval,
         max_concurrent_reconciles: args.max_concurrent_reconciles,
+        notify: args
+            .notify_secret
+            .clone()
+            .map(|secret| crate::shared::notify::Target {
+                namespace: args
+                    .operator_namespace
+                    .clone()
+                    .unwrap_or_else(|| args.lease_namespace.clone()),
+                secret,
+                key: args.notify_secret_key.clone(),
+                format: args.notify_format,
+            }),
         bot_ingress: BotIngress {
             operator_namespace: args.operator_namespace.clone(),
             metrics_scraper_namespaces: args.metrics_scraper_namespaces.clone(),

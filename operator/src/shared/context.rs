@@ -13,6 +13,7 @@ use tracing::warn;
 
 use super::cache::{AppliedMemory, ObjectCache, TokenCache, WindowStore};
 use super::metrics::Metrics;
+use super::notify::{self, Notification, Notifier};
 use crate::botlink::client::BotApi;
 
 /// Who may open connections to a bot's API port, as rendered into each bot's
@@ -46,6 +47,8 @@ pub struct Settings {
     pub status_figures_interval: Duration,
     /// Most reconciles running at once per controller.
     pub max_concurrent_reconciles: u16,
+    /// Where webhook notifications go (`None`: not sent).
+    pub notify: Option<super::notify::Target>,
 }
 
 impl Default for Settings {
@@ -57,6 +60,7 @@ impl Default for Settings {
             bot_ingress: BotIngress::default(),
             status_figures_interval: Duration::from_secs(60),
             max_concurrent_reconciles: 32,
+            notify: None,
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct Context {
     pub windows: WindowStore,
     /// When each object's status was last written, to bound figure-only writes.
     status_written: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Webhook notifications of incident Events.
+    pub notifier: Notifier,
 }
 
 impl Context {
@@ -104,7 +110,16 @@ impl Context {
             controller: "iq720-operator".to_string(),
             instance,
         };
+        let notifier = match settings.notify.clone() {
+            None => Notifier::disabled(),
+            Some(target) => Notifier::start(client.clone(), metrics.clone(), target)
+                .unwrap_or_else(|e| {
+                    warn!(error = %e, "cannot set up TLS for webhook notifications; none are sent");
+                    Notifier::disabled()
+                }),
+        };
         Self {
+            notifier,
             recorder: Recorder::new(client.clone(), reporter),
             bots: BotApi::new(settings.bot_api_timeout),
             client,
@@ -193,6 +208,19 @@ impl Context {
         };
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             warn!(error = %e, reason, "cannot publish event");
+        }
+        if notify::wanted(reason) {
+            self.notifier.send(Notification {
+                severity: match ev.type_ {
+                    EventType::Warning => "Warning",
+                    EventType::Normal => "Normal",
+                },
+                reason: ev.reason,
+                kind: K::kind(&()).to_string(),
+                namespace: obj.meta().namespace.clone().unwrap_or_default(),
+                name: obj.meta().name.clone().unwrap_or_default(),
+                message: ev.note.unwrap_or_default(),
+            });
         }
     }
 }

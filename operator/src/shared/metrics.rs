@@ -64,6 +64,10 @@ pub struct Metrics {
     /// Unix time at which each bot's API tokens are due for rotation
     /// (`lastRotated + rotationInterval`); overdue = `time() - value > 0`.
     pub api_keys_rotation_due: IntGaugeVec,
+    /// Webhook notifications by result (`sent`, `failed` after retries, `dropped`).
+    pub notifications: IntCounterVec,
+    /// Automatic rollbacks of a version rollout, by namespace and bot.
+    pub rollbacks: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -227,6 +231,22 @@ impl Metrics {
             &["namespace", "bot"],
         )?;
         registry.register(Box::new(api_keys_rotation_due.clone()))?;
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "iq720_operator_notifications_total",
+                "Webhook notifications by result (sent, failed after retries, dropped)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(notifications.clone()))?;
+        let rollbacks = IntCounterVec::new(
+            Opts::new(
+                "iq720_operator_rollbacks_total",
+                "Automatic rollbacks of a version rollout (the new version failed its health gate)",
+            ),
+            &["namespace", "bot"],
+        )?;
+        registry.register(Box::new(rollbacks.clone()))?;
         Ok(Self {
             registry,
             reconciliations,
@@ -248,6 +268,8 @@ impl Metrics {
             restore_drills,
             restore_drill_duration,
             api_keys_rotation_due,
+            notifications,
+            rollbacks,
         })
     }
 

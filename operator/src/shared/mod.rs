@@ -13,6 +13,7 @@ pub mod context;
 pub mod health;
 pub mod leader;
 pub mod metrics;
+pub mod notify;
 pub mod quantity;
 pub mod s3;
 pub mod schedule;

@@ -282,6 +282,17 @@ async fn advance(
             }
             Idle::Gated { next, on_demand } => {
                 set_next(st, next);
+                if let Some(due) = next
+                    && overdue(now, due)
+                    && first_overdue_report(bot, due)
+                {
+                    let note = format!(
+                        "API token rotation was due at {due} and still waits for a maintenance window allowing keyRotation (more than {} days overdue)",
+                        OVERDUE_SLACK.as_secs() / 86_400
+                    );
+                    ctx.event(bot, EventType::Warning, "KeyRotationOverdue", ACTION, note)
+                        .await;
+                }
                 debug!(bot = %target.name, on_demand, "API token rotation due; waiting for a maintenance window allowing keyRotation");
                 // The reconcile already requeues at the next window boundary.
                 Ok(interval)
@@ -420,6 +431,32 @@ async fn advance(
     }
 }
 
+/// How long a due rotation may wait for a window before it is reported overdue (an
+/// Event and a notification; the IQ720ApiKeyRotationOverdue alert uses the same slack):
+/// a weekly window plus a day.
+pub const OVERDUE_SLACK: Duration = Duration::from_secs(8 * 86_400);
+
+/// Whether a rotation due at `due` is overdue at `now`.
+pub fn overdue(now: Timestamp, due: Timestamp) -> bool {
+    now.duration_since(due).as_secs() > OVERDUE_SLACK.as_secs() as i64
+}
+
+/// Whether this process has not reported this bot's rotation due at `due` as overdue
+/// yet (and remembers that it now has).
+fn first_overdue_report(bot: &TradingBot, due: Timestamp) -> bool {
+    static REPORTED: OnceLock<Mutex<HashMap<String, Timestamp>>> = OnceLock::new();
+    let memo = REPORTED.get_or_init(|| Mutex::new(HashMap::new()));
+    let uid = bot.metadata.uid.clone().unwrap_or_default();
+    let Ok(mut map) = memo.lock() else {
+        return false;
+    };
+    if map.get(&uid) == Some(&due) {
+        return false;
+    }
+    map.insert(uid, due);
+    true
+}
+
 /// Drops a deleted bot's rotation-due gauge, so the overdue alert does not fire for
 /// a bot that no longer exists.
 pub fn forget_due(ctx: &Context, target: &BotRef) {
@@ -550,6 +587,15 @@ mod tests {
     use super::*;
 
     const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn a_rotation_is_overdue_after_eight_days_of_waiting() {
+        let due = ts(1_000_000_000);
+        assert!(!overdue(ts(1_000_000_000 + 7 * 86_400), due));
+        assert!(!overdue(ts(1_000_000_000 + 8 * 86_400), due));
+        assert!(overdue(ts(1_000_000_000 + 8 * 86_400 + 1), due));
+        assert!(!overdue(ts(999_000_000), due), "not yet due");
+    }
 
     fn ts(s: i64) -> Timestamp {
         Timestamp::from_second(s).unwrap()
