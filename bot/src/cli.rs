@@ -25,6 +25,13 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Test/chaos switch: report this version instead of the binary's (see
+    /// `crate::chaos`).
+    #[arg(long, global = true, env = "IQ720_REPORT_VERSION")]
+    pub report_version: Option<String>,
+    /// Test/chaos switch: inject a fault (`unhealthy`: `/readyz` always 503).
+    #[arg(long, global = true, env = "IQ720_FAULT", value_enum)]
+    pub fault: Option<crate::chaos::Fault>,
 }
 
 /// Subcommands.

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod backup;
 pub mod broker;
+pub mod chaos;
 pub mod cli;
 pub mod config;
 pub mod engine;

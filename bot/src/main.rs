@@ -7,9 +7,10 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    iq720_bot::chaos::set(cli.report_version, cli.fault);
     match cli.command {
         Command::Version => {
-            println!("iq720-bot {}", env!("CARGO_PKG_VERSION"));
+            println!("iq720-bot {}", iq720_bot::chaos::version());
             ExitCode::SUCCESS
         }
         Command::CheckConfig { config } => match Config::load(&config) {

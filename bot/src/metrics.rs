@@ -129,7 +129,7 @@ impl Metrics {
             Opts::new("iq720_bot_build_info", "Build information"),
             &["version"],
         )?;
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build.with_label_values(&[crate::chaos::version()]).set(1);
         let r = &m.registry;
         r.register(Box::new(build))?;
         r.register(Box::new(m.trades_total.clone()))?;

@@ -570,7 +570,7 @@ impl Bot {
         };
         Ok(json!({
             "name": core.config.name,
-            "version": env!("CARGO_PKG_VERSION"),
+            "version": crate::chaos::version(),
             "mode": core.config.mode,
             "exchange": core.config.exchange.name,
             "state": state,

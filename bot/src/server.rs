@@ -84,7 +84,8 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
         .map_err(|e| RunError::Io(format!("bad listen address: {e}")))?;
     info!(
         name = %cfg.name,
-        version = env!("CARGO_PKG_VERSION"),
+        version = crate::chaos::version(),
+        fault = ?crate::chaos::fault(),
         pairs = ?cfg.pairs,
         data_dir = %cfg.data_dir.display(),
         log_dir = %cfg.log_dir.display(),

@@ -169,7 +169,8 @@ pub async fn readyz(State(bot): State<AppState>) -> Response {
         Err(e) => return e.into_response(),
     };
     let draining = bot.is_draining();
-    let ready = feed && db.is_ok() && !restoring && !draining;
+    let fault = crate::chaos::fault() == Some(crate::chaos::Fault::Unhealthy);
+    let ready = feed && db.is_ok() && !restoring && !draining && !fault;
     let body = json!({
         "ready": ready,
         "checks": {
@@ -178,6 +179,7 @@ pub async fn readyz(State(bot): State<AppState>) -> Response {
             "databaseError": db.err(),
             "restoring": restoring,
             "draining": draining,
+            "fault": fault,
         }
     });
     let code = if ready {
