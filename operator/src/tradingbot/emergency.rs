@@ -9,7 +9,12 @@
 //! open". The path runs before validation and touches only `spec.replicas` of the
 //! StatefulSet, so nothing else wrong with the spec can skip or wedge it.
 //!
-//! Recovery (flag set back to false) is the normal pipeline: the bot is scaled back to
+//! The stop is asked for by `spec.emergencyStop` or by the namespace's fleet kill
+//! switch ([`super::fleet`]); the path is the same, and [`attribute`] writes which one
+//! asked into the `EmergencyStopped` and `Ready` conditions (reason
+//! `FleetEmergencyStop` when the namespace did) and the Events.
+//!
+//! Recovery (flag set back to false, or the namespace label removed) is the normal pipeline: the bot is scaled back to
 //! one replica, starts halted (the halt is persisted in its database) and is resumed
 //! by [`super::converse`] once it answers.
 
@@ -25,6 +30,7 @@ use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use super::build::Owner;
+use super::decide::StopTrigger;
 use super::error::Result;
 use super::status::{self, condition, set_condition};
 use super::{apply, validate};
@@ -209,13 +215,60 @@ pub fn record_outcome(
     );
 }
 
-/// Reconciles a bot whose `spec.emergencyStop` is true. Runs whatever else is wrong
-/// with the spec (`problems` are only reported).
+/// Writes who asked for the stop into the conditions (pure): the `EmergencyStopped`
+/// message starts with it, and `Ready` has reason `EmergencyStopped` (spec) or
+/// `FleetEmergencyStop` (the namespace's switch). Idempotent; a change of trigger
+/// (e.g. the spec flag cleared while the namespace stays labelled) replaces it.
+pub fn attribute(
+    st: &mut TradingBotStatus,
+    trigger: StopTrigger,
+    namespace: &str,
+    generation: Option<i64>,
+) {
+    let who = trigger.describe(namespace);
+    if let Some(c) = st
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == condition::EMERGENCY_STOPPED)
+    {
+        let mut base = c.message.as_str();
+        for t in [StopTrigger::Spec, StopTrigger::Namespace, StopTrigger::Both] {
+            let prefix = format!("{}; ", t.describe(namespace));
+            if let Some(rest) = base.strip_prefix(prefix.as_str()) {
+                base = rest;
+                break;
+            }
+        }
+        let message = format!("{who}; {base}");
+        let (status, reason) = (c.status == "True", c.reason.clone());
+        set_condition(
+            &mut st.conditions,
+            condition::EMERGENCY_STOPPED,
+            status,
+            &reason,
+            &message,
+            generation,
+        );
+    }
+    set_condition(
+        &mut st.conditions,
+        condition::READY,
+        false,
+        trigger.ready_reason(),
+        &format!("the bot is emergency-stopped: {who}"),
+        generation,
+    );
+}
+
+/// Reconciles a bot whose effective emergency stop (`spec.emergencyStop`, or the
+/// namespace's fleet switch: `trigger`) is on. Runs whatever else is wrong with the
+/// spec (`problems` are only reported).
 pub async fn reconcile(
     bot: &TradingBot,
     ctx: &Context,
     owner: &Owner,
     problems: &[String],
+    trigger: StopTrigger,
 ) -> Result<Action> {
     let started = Instant::now();
     let generation = bot.metadata.generation;
@@ -231,6 +284,7 @@ pub async fn reconcile(
         // Keep it stopped (someone may have scaled the StatefulSet up by hand).
         apply::scale_to_zero(ctx, owner).await?;
         st.phase = Some(TradingBotPhase::EmergencyStopped);
+        attribute(&mut st, trigger, &owner.namespace, generation);
         status::write(ctx, &fresh, st).await?;
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
@@ -240,13 +294,17 @@ pub async fn reconcile(
             Time(k8s_openapi::jiff::Timestamp::now()),
             generation,
         );
+        attribute(&mut st, trigger, &owner.namespace, generation);
         status::write(ctx, &fresh, st.clone()).await?;
         ctx.event(
             bot,
             EventType::Warning,
             "EmergencyStopRequested",
             "EmergencyStop",
-            "closing every position, halting trading and scaling to zero".to_string(),
+            format!(
+                "{}; closing every position, halting trading and scaling to zero",
+                trigger.describe(&owner.namespace)
+            ),
         )
         .await;
     }
@@ -278,6 +336,7 @@ pub async fn reconcile(
         Time(k8s_openapi::jiff::Timestamp::now()),
         generation,
     );
+    attribute(&mut st, trigger, &owner.namespace, generation);
     status::write(ctx, &stored, st.clone()).await?;
     if outcome.may_remain()
         && let Some(why) = st.emergency_stop.as_ref().and_then(|e| e.message.clone())
@@ -344,6 +403,14 @@ pub async fn close_all_with_retry(
                     t
                 }
                 None => {
+                    // No token and no pod: a bot that never ran (e.g. created in a
+                    // namespace whose fleet switch is on) holds nothing.
+                    if matches!(
+                        endpoint::lookup(&ctx.client, target, "").await?,
+                        PodLookup::Missing
+                    ) {
+                        return Ok(not_running());
+                    }
                     return Ok(StopOutcome::Failed(
                         "the bot's API token Secret is missing".into(),
                     ));
@@ -410,6 +477,38 @@ mod tests {
             e.cleared_at = Some(t());
         }
         assert_eq!(stop_state(&st), StopState::NotStarted);
+    }
+
+    #[test]
+    fn the_conditions_say_who_asked() {
+        let mut st = TradingBotStatus::default();
+        record_started(&mut st, t(), Some(1));
+        attribute(&mut st, StopTrigger::Namespace, "trading", Some(1));
+        let ready = status::find_condition(&st, condition::READY).unwrap_or_else(|| panic!());
+        assert_eq!(ready.reason, "FleetEmergencyStop");
+        let es =
+            status::find_condition(&st, condition::EMERGENCY_STOPPED).unwrap_or_else(|| panic!());
+        assert_eq!(es.reason, "InProgress");
+        assert!(es.message.starts_with(
+            "fleet emergency stop: namespace trading is labelled trading.iq720.io/emergency-stop=true; closing"
+        ));
+        record_outcome(&mut st, &StopOutcome::Flat { closed: 1 }, t(), Some(1));
+        attribute(&mut st, StopTrigger::Namespace, "trading", Some(1));
+        // Idempotent, and a new trigger replaces the old one.
+        attribute(&mut st, StopTrigger::Namespace, "trading", Some(1));
+        let once = st.clone();
+        attribute(&mut st, StopTrigger::Namespace, "trading", Some(1));
+        assert_eq!(st, once);
+        attribute(&mut st, StopTrigger::Spec, "trading", Some(1));
+        let es =
+            status::find_condition(&st, condition::EMERGENCY_STOPPED).unwrap_or_else(|| panic!());
+        assert_eq!(es.reason, "Completed");
+        assert_eq!(
+            es.message,
+            "spec.emergencyStop is true; 1 position(s) closed, trading halted, scaled to zero"
+        );
+        let ready = status::find_condition(&st, condition::READY).unwrap_or_else(|| panic!());
+        assert_eq!(ready.reason, "EmergencyStopped");
     }
 
     #[test]

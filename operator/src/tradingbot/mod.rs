@@ -1,6 +1,10 @@
 //! The TradingBot controller: one StatefulSet of one bot pod per TradingBot, its
 //! configuration, token, Service and NetworkPolicy, and the conversation with the bot
 //! (pause, hot reload, emergency stop). The steps of [`pipeline`] are one module each.
+//!
+//! Emergency stops (`spec.emergencyStop` or the namespace's fleet kill switch) take the
+//! priority path of [`fleet`]: the controller's concurrency is unbounded, routine
+//! reconciles take one of `--max-concurrent-reconciles` permits, stops take none.
 
 pub mod apply;
 pub mod build;
@@ -9,9 +13,11 @@ pub mod converse;
 pub mod decide;
 pub mod emergency;
 pub mod error;
+pub mod fleet;
 pub mod keys;
 pub mod pipeline;
 pub mod restore;
+pub mod rollout;
 pub mod status;
 pub mod validate;
 
@@ -21,10 +27,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use iq720_crds::TradingBot;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
@@ -44,13 +50,42 @@ pub const CONTROLLER: &str = "tradingbot";
 /// no two controllers overwrite each other's status fields).
 pub const STATUS_MANAGER: &str = "iq720-operator-tradingbot";
 
-async fn reconcile(bot: Arc<TradingBot>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _measure = ctx.metrics.count_and_measure(CONTROLLER);
+async fn reconcile(
+    bot: Arc<TradingBot>,
+    ctx: Arc<Context>,
+    fleet: fleet::Fleet,
+) -> Result<Action, Error> {
     let ns = bot.namespace().unwrap_or_default();
+    let deleting = bot.metadata.deletion_timestamp.is_some();
+    let switch = if deleting {
+        Ok(false)
+    } else {
+        fleet.switch(&ctx.client, &ns).await
+    };
+    let known = match &switch {
+        Ok(on) => decide::FleetSwitch::from(*on),
+        Err(_) => decide::FleetSwitch::Unknown,
+    };
+    // The priority path: an emergency stop takes no permit, so it never waits behind
+    // routine reconciles (which may be waiting on slow bots).
+    let stop = !deleting
+        && matches!(
+            decide::plan(&bot, known, &[]),
+            decide::Plan::EmergencyStop(_)
+        );
+    let _permit = if stop {
+        None
+    } else {
+        match fleet.routine_permit(&bot).await {
+            fleet::Turn::Go(permit) => Some(permit),
+            fleet::Turn::GiveWay => return Ok(Action::requeue(Duration::ZERO)),
+        }
+    };
+    let _measure = ctx.metrics.count_and_measure(CONTROLLER);
     let api: Api<TradingBot> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, bot, |event| async {
         match event {
-            Finalizer::Apply(bot) => pipeline::reconcile(&bot, &ctx).await,
+            Finalizer::Apply(bot) => pipeline::reconcile(&bot, &ctx, &fleet, switch).await,
             Finalizer::Cleanup(bot) => cleanup::cleanup(&bot, &ctx).await,
         }
     })
@@ -145,9 +180,39 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             cache.install(ready);
         }
     });
+    // The fleet kill switch: Namespaces (metadata only; only ours in single-namespace
+    // mode), and the priority path's shared state.
+    let (namespaces, ns_stream) = fleet::namespace_watch(&client, namespace.as_deref());
+    let (bot_store, bot_writer) = reflector::store();
+    let fleet = fleet::Fleet::new(
+        namespaces,
+        bot_store.clone(),
+        ctx.settings.max_concurrent_reconciles,
+    );
+    let seen = fleet.clone();
+    let ns_stream = ns_stream.inspect(move |ns| {
+        if let Ok(ns) = ns
+            && fleet::switch_on(ns.labels())
+        {
+            seen.stop_seen();
+        }
+    });
+    let seen = fleet.clone();
     let bots: Api<TradingBot> = scoped(&client, &namespace);
-    let config = controller::Config::default().concurrency(ctx.settings.max_concurrent_reconciles);
-    Controller::new(bots, watcher::Config::default())
+    let bot_stream = reflector(bot_writer, watcher(bots, watcher::Config::default()))
+        .applied_objects()
+        .inspect(move |bot| {
+            if let Ok(bot) = bot
+                && bot.spec.emergency_stop
+            {
+                seen.stop_seen();
+            }
+        });
+    // Unbounded: routine reconciles are limited by the fleet's permits instead.
+    let config = controller::Config::default().concurrency(0);
+    let mapper = fleet.clone();
+    let run_fleet = fleet.clone();
+    Controller::for_stream(bot_stream, bot_store)
         .with_config(config)
         .owns_stream(sts_stream)
         .owns_stream(cm_stream)
@@ -157,8 +222,15 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             let bot = pod.labels().get(build::labels::BOT_LABEL)?.clone();
             Some(ObjectRef::new(&bot).within(&pod.namespace()?))
         })
+        .watches_stream(ns_stream, move |ns: PartialObjectMeta<Namespace>| {
+            mapper.bots_in(&ns.name_any())
+        })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(
+            move |bot, ctx| reconcile(bot, ctx, run_fleet.clone()),
+            error_policy,
+            ctx,
+        )
         .for_each(|res| async move {
             match res {
                 Ok((obj, _)) => debug!(bot = %obj.name, "reconciled"),

@@ -1,5 +1,6 @@
 //! The TradingBot reconcile pipeline, one step per module:
-//! decide ([`super::decide`]) → emergency stop ([`super::emergency`], before anything
+//! decide ([`super::decide`]: `spec.emergencyStop` OR the namespace's fleet kill
+//! switch, [`super::fleet`]) → emergency stop ([`super::emergency`], before anything
 //! else) → validate ([`super::validate`]) → build ([`super::build`], pure) → apply
 //! ([`super::apply`]) → converse with the bot ([`super::converse`]) → one step of an
 //! API token rotation ([`super::keys`]) → status ([`super::status`], one write, only
@@ -25,8 +26,9 @@ use tracing::{debug, warn};
 
 use super::apply::{self, StorageOutcome, TemplateOutcome};
 use super::build::{self, Owner};
-use super::decide::{self, Plan};
+use super::decide::{self, FleetSwitch, Plan};
 use super::error::{Error, Result};
+use super::fleet::Fleet;
 use super::status::{self, condition, set_condition};
 use super::{converse, emergency, keys, validate};
 use crate::botlink::BotRef;
@@ -42,15 +44,43 @@ use crate::shared::context::Context;
 /// Requeue after a failure that may pass on retry.
 const RETRY_SOON: Duration = Duration::from_secs(5);
 
-/// Reconciles a TradingBot that is not being deleted.
-pub async fn reconcile(bot: &TradingBot, ctx: &Context) -> Result<Action> {
+/// Reconciles a TradingBot that is not being deleted. `fleet_switch` is its
+/// namespace's fleet kill switch (`Err`: it cannot be read now).
+pub async fn reconcile(
+    bot: &TradingBot,
+    ctx: &Context,
+    fleet: &Fleet,
+    fleet_switch: Result<bool, kube::Error>,
+) -> Result<Action> {
     let owner = Owner::of(bot)?;
     let problems = validate::problems(bot);
-    match decide::plan(bot, &problems) {
-        Plan::EmergencyStop => emergency::reconcile(bot, ctx, &owner, &problems).await,
+    let (switch, unreadable) = match fleet_switch {
+        Ok(on) => (FleetSwitch::from(on), None),
+        Err(e) => (FleetSwitch::Unknown, Some(e)),
+    };
+    match decide::plan(bot, switch, &problems) {
+        Plan::EmergencyStop(trigger) => {
+            emergency::reconcile(bot, ctx, &owner, &problems, trigger).await
+        }
+        Plan::FleetUnknown => match unreadable {
+            Some(e) => {
+                warn!(bot = %owner.name, namespace = %owner.namespace, error = %e,
+                    "cannot read the namespace's fleet emergency stop; the bot is left as it is");
+                Err(e.into())
+            }
+            None => Ok(Action::requeue(RETRY_SOON)),
+        },
         Plan::Invalid => invalid(bot, ctx, &owner, &problems).await,
-        Plan::Run => run(bot, ctx, &owner).await,
+        Plan::Run => run(bot, ctx, &owner, fleet).await,
     }
+}
+
+/// A stop of this bot became wanted while this routine reconcile ran: it ends here,
+/// before it could scale the bot up or resume it, and the stop's reconcile (queued
+/// behind this one) runs at once.
+fn give_way(owner: &Owner) -> Result<Action> {
+    debug!(bot = %owner.name, "an emergency stop is wanted; the routine reconcile gives way");
+    Ok(Action::requeue(Duration::ZERO))
 }
 
 /// The maintenance windows selecting this bot; `Err` (the windows cannot be read)
@@ -221,7 +251,7 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner) -> Result<Action> {
+async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner, fleet: &Fleet) -> Result<Action> {
     let generation = bot.metadata.generation;
     let mut st = base_status(bot);
     validate::report(&mut st, &[], generation);
@@ -262,11 +292,23 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner) -> Result<Action> {
         .map(|g| g.verdict(Operation::Upgrade, jiff::Timestamp::now()))
         .map_err(Clone::clone);
     let hold = verdict.as_ref().map_or(true, |v| !v.may_run());
+    // version rollout (rollout.rs): the version the template gets, halt, window bypass
+    let rollout = super::rollout::prepare(ctx, bot, &mut st, hold).await;
+    let hold = hold && !rollout.bypass_window;
 
     // build, apply
-    let mut desired = build::desired(bot, 1, &ctx.settings.bot_ingress)?;
+    if fleet.stop_wanted_now(bot) {
+        return give_way(owner);
+    }
+    let mut desired = build::desired(
+        &rollout.builder_input(bot),
+        1,
+        &ctx.settings.bot_ingress,
+    )?;
     // spec.restore: the restore init container (or zero replicas until a backup exists)
-    super::restore::step(ctx, bot, &mut st).await.apply(&mut desired.stateful_set);
+    super::restore::step(ctx, bot, &mut st)
+        .await
+        .apply(&mut desired.stateful_set);
     let outcome = apply::apply_all(ctx, owner, &mut desired, hold).await;
     report_maintenance(ctx, bot, &mut st, outcome.template.as_ref(), &verdict).await;
     if outcome.all_applied() {
@@ -353,7 +395,7 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner) -> Result<Action> {
     } else {
         requeue_with_windows(ctx.settings.bot_poll_interval, &gate)
     };
-    let pause = wanted_pause(bot, &gate);
+    let pause = rollout.pause(wanted_pause(bot, &gate));
 
     // converse
     // One read of the pod (from the cache when there is one): its address, and why it
@@ -371,23 +413,39 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner) -> Result<Action> {
     let pod = match found {
         PodLookup::Found(p) if p.ready && !p.terminating => p,
         PodLookup::Found(_) | PodLookup::NoAddress => {
-            match stuck {
-                Some(why) => pod_failing(ctx, bot, &mut st, &why).await,
+            match &stuck {
+                Some(why) => pod_failing(ctx, bot, &mut st, why).await,
                 None => converse::starting(&mut st, "the bot pod is not ready yet", generation),
             }
+            let next = super::rollout::finish(ctx, bot, &mut st, None, stuck).await;
             status::write(ctx, bot, st).await?;
-            return Ok(Action::requeue(requeue));
+            return Ok(Action::requeue(next.map_or(requeue, |n| requeue.min(n))));
         }
         PodLookup::Missing => {
             converse::starting(&mut st, "the bot pod is not running yet", generation);
+            let next = super::rollout::finish(ctx, bot, &mut st, None, None).await;
             status::write(ctx, bot, st).await?;
-            return Ok(Action::requeue(requeue));
+            return Ok(Action::requeue(next.map_or(requeue, |n| requeue.min(n))));
         }
     };
     let mut requeue = requeue;
+    if fleet.stop_wanted_now(bot) {
+        return give_way(owner);
+    }
     match converse::converse(ctx, bot, &pod.endpoint, &desired, &pause, &mut st).await {
         Ok(report) => {
             status::apply_report(&mut st, &report, generation);
+            if report.halted.is_none() && decide::finish_recovery(&mut st, generation) {
+                ctx.event(
+                    bot,
+                    EventType::Normal,
+                    "Recovered",
+                    "Resume",
+                    "emergency stop cleared: the bot is back and trading (it had no close-all halt to lift)"
+                        .to_string(),
+                )
+                .await;
+            }
             // API token rotation (see keys.rs): one step, requeue by the next step's time.
             let next_key_step = keys::step(ctx, bot, &target, &pod.endpoint, &gate, &mut st).await;
             requeue = requeue.min(next_key_step);
@@ -410,6 +468,10 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner) -> Result<Action> {
             st.phase = Some(TradingBotPhase::Starting);
         }
         Err(e) => return Err(e),
+    }
+    if let Some(next) = super::rollout::finish(ctx, bot, &mut st, Some(&pod.endpoint), None).await
+    {
+        requeue = requeue.min(next);
     }
     status::write(ctx, bot, st).await?;
     Ok(Action::requeue(requeue))

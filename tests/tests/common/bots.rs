@@ -79,6 +79,9 @@ pub async fn teardown(e: Env) {
     let bindings: Api<ClusterRoleBinding> = Api::all(e.cluster.client.clone());
     let _ = roles.delete(&name, &dp).await;
     let _ = bindings.delete(&name, &dp).await;
+    let reader = super::namespace_reader_name(e.ns.name());
+    let _ = roles.delete(&reader, &dp).await;
+    let _ = bindings.delete(&reader, &dp).await;
     e.ns.delete().await.unwrap();
 }
 

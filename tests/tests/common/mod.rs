@@ -126,6 +126,12 @@ pub enum Rbac {
     ClusterWide,
 }
 
+/// Name of the ClusterRole (and binding) that lets a single-namespace operator read its
+/// own Namespace (`Rbac::Namespaced`).
+pub fn namespace_reader_name(ns: &str) -> String {
+    format!("iq720-iq720-operator-namespace-{ns}")
+}
+
 /// Name of the cluster-scoped RBAC objects (and ServiceAccount) in `Rbac::ClusterWide`.
 pub fn cluster_rbac_name(ns: &str) -> String {
     format!("iq720-op-{ns}")
@@ -148,7 +154,14 @@ pub async fn operator_kubeconfig_with(
         Rbac::Namespaced => (
             format!("watchNamespace={}", ns.name()),
             "iq720-iq720-operator".to_string(),
-            &["kind: ServiceAccount", "kind: Role\n", "kind: RoleBinding"],
+            &[
+                "kind: ServiceAccount",
+                "kind: Role\n",
+                "kind: RoleBinding",
+                // read access to this namespace alone (fleet kill switch label)
+                "kind: ClusterRole\n",
+                "kind: ClusterRoleBinding",
+            ],
         ),
         Rbac::ClusterWide => (
             format!("fullnameOverride={}", cluster_rbac_name(ns.name())),
