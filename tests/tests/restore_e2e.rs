@@ -458,7 +458,7 @@ async fn a_new_bot_waits_for_a_verified_backup_and_drills_record_results() {
         Some(e.ns.name()),
         &bot_yaml(
             "gamma",
-            "  restore:\n    backupScheduleRef: {name: nightly}\n",
+            "  paused: true\n  restore:\n    backupScheduleRef: {name: nightly}\n",
         ),
     )
     .await
@@ -558,6 +558,19 @@ async fn a_new_bot_waits_for_a_verified_backup_and_drills_record_results() {
     .await
     .unwrap();
 
+    // Seconds and many reconciles later, `gamma` still waits: no pod, no volume (a pod
+    // would have created an empty database that then blocks the restore).
+    assert!(
+        bot_pod(&e, "gamma").await.is_none(),
+        "gamma started without a backup"
+    );
+    assert_eq!(
+        sts.get("gamma").await.unwrap().spec.unwrap().replicas,
+        Some(0)
+    );
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(e.cluster.client.clone(), e.ns.name());
+    assert!(pvcs.get_opt("data-gamma-0").await.unwrap().is_none());
+
     // 3. `gamma` (not selected by the schedule, so it never gets a backup of its own)
     //    is given `delta`'s backup by key and starts, restored.
     merge_patch(&e, "gamma", json!({"restore": {"key": key}})).await;
@@ -572,11 +585,16 @@ async fn a_new_bot_waits_for_a_verified_backup_and_drills_record_results() {
     wait_bot(
         &e,
         "gamma",
-        "gamma Running",
-        |b| phase(b) == Some(TradingBotPhase::Running),
+        "gamma Paused",
+        |b| phase(b) == Some(TradingBotPhase::Paused),
         &op,
     )
     .await;
+    assert_eq!(
+        trade_ids(&e, "gamma").await,
+        trades,
+        "gamma has delta's trades from the backup"
+    );
 
     // 4. A drill of a corrupted object records a failure.
     let s3 = s3_client(&e.cluster).unwrap();

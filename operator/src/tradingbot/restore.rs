@@ -13,11 +13,12 @@
 //!   through the template, in the StatefulSet). A later backup therefore never changes
 //!   the pod template (no roll) or what a re-created pod restores. Changing
 //!   `spec.restore` (another schedule or key) re-pins.
-//! - No verified backup yet (or no BackupSchedule): a bot whose StatefulSet does not
-//!   exist yet is created with zero replicas (no pod, no empty database that would
-//!   then block the restore), condition `Restored` False with the reason, and starts
-//!   once a backup is verified (the regular requeue re-resolves). A bot that already
-//!   runs is never scaled down for this: it keeps running without the restore step.
+//! - No verified backup yet (or no BackupSchedule): a bot whose data volume does not
+//!   exist yet gets its StatefulSet with zero replicas (no pod, so no empty database
+//!   that would then block the restore), condition `Restored` False with the reason,
+//!   and starts once a backup is verified (the regular requeue re-resolves). A bot
+//!   with a volume is never scaled down for this: it runs on its volume without the
+//!   restore step.
 //! - What happened is read from the init container's last log line (a JSON report the
 //!   bot prints) once it has terminated: `status.restore.result` `Restored` or
 //!   `SkippedNotEmpty`, condition `Restored`, an Event. Credentials are never read
@@ -27,7 +28,7 @@ use iq720_crds::backup_schedule::BackupRecord;
 use iq720_crds::trading_bot::RestoreStatus;
 use iq720_crds::{BackupSchedule, TradingBot, TradingBotStatus};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, LogParams};
@@ -35,7 +36,7 @@ use kube::runtime::events::EventType;
 use tracing::{debug, warn};
 
 use super::build::labels::workload_name;
-use super::build::stateful_set::{self, RESTORE_CONTAINER, RestoreSource};
+use super::build::stateful_set::{self, DATA_VOLUME, RESTORE_CONTAINER, RestoreSource};
 use crate::shared::cache::lookup;
 use crate::shared::conditions::{self, set_condition};
 use crate::shared::context::Context;
@@ -179,7 +180,7 @@ pub async fn step(ctx: &Context, bot: &TradingBot, st: &mut TradingBotStatus) ->
                 ctx,
                 bot,
                 st,
-                existing.is_some(),
+                (&ns, &name),
                 "BackupScheduleNotFound",
                 &message,
             )
@@ -191,7 +192,7 @@ pub async fn step(ctx: &Context, bot: &TradingBot, st: &mut TradingBotStatus) ->
                 ctx,
                 bot,
                 st,
-                existing.is_some(),
+                (&ns, &name),
                 "BackupScheduleUnreadable",
                 &message,
             )
@@ -248,7 +249,7 @@ pub async fn step(ctx: &Context, bot: &TradingBot, st: &mut TradingBotStatus) ->
                             ctx,
                             bot,
                             st,
-                            existing.is_some(),
+                            (&ns, &name),
                             "NoVerifiedBackup",
                             &message,
                         )
@@ -285,18 +286,34 @@ pub async fn step(ctx: &Context, bot: &TradingBot, st: &mut TradingBotStatus) ->
     })
 }
 
-/// No backup to restore: a new bot waits (zero replicas), a running one runs on.
+/// Whether the bot's data volume (the claim of pod `NAME-0`) exists. Read fresh, not
+/// from a cache: it decides whether a pod may start without a restore.
+async fn volume_exists(ctx: &Context, ns: &str, name: &str) -> bool {
+    let claim = format!("{DATA_VOLUME}-{}-0", workload_name(name));
+    match Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&claim)
+        .await
+    {
+        Ok(found) => found.is_some(),
+        // Unknown: assume it exists, so a running bot is never scaled down for this.
+        Err(_) => true,
+    }
+}
+
+/// No backup to restore: a bot without a data volume waits (zero replicas, so no pod
+/// creates an empty database that would then block the restore); a bot with a volume
+/// runs on it.
 async fn wait_or_run(
     ctx: &Context,
     bot: &TradingBot,
     st: &mut TradingBotStatus,
-    exists: bool,
+    (ns, name): (&str, &str),
     reason: &str,
     message: &str,
 ) -> Plan {
-    if exists {
+    if volume_exists(ctx, ns, name).await {
         let message = format!(
-            "{message}; the bot's StatefulSet exists already, so it runs without a restore step"
+            "{message}; the bot's data volume exists already, so it runs on it without a restore step"
         );
         report(ctx, bot, st, false, reason, &message).await;
         return Plan::Nothing;
