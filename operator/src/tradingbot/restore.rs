@@ -55,7 +55,7 @@ pub enum Plan {
     /// backup keeps running as it is).
     Nothing,
     /// Render the restore init container for this backup.
-    Restore(RestoreSource),
+    Restore(Box<RestoreSource>),
     /// Create the StatefulSet with zero replicas until a backup can be resolved.
     Wait,
 }
@@ -65,7 +65,7 @@ impl Plan {
     pub fn apply(&self, sts: &mut StatefulSet) {
         match self {
             Plan::Nothing => {}
-            Plan::Restore(source) => stateful_set::add_restore(sts, source),
+            Plan::Restore(source) => stateful_set::add_restore(sts, source.as_ref()),
             Plan::Wait => {
                 if let Some(spec) = sts.spec.as_mut() {
                     spec.replicas = Some(0);
@@ -279,11 +279,11 @@ pub async fn step(ctx: &Context, bot: &TradingBot, st: &mut TradingBotStatus) ->
         observe(ctx, bot, st, &mut pinned, &ns, &name).await;
     }
     st.restore = Some(pinned.clone());
-    Plan::Restore(RestoreSource {
+    Plan::Restore(Box::new(RestoreSource {
         key: pinned.key,
         sha256: pinned.sha256,
         location: schedule.spec.destination.clone(),
-    })
+    }))
 }
 
 /// Whether the bot's data volume (the claim of pod `NAME-0`) exists. Read fresh, not
@@ -352,7 +352,7 @@ async fn observe(
         .and_then(|s| s.init_containers.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.name == RESTORE_CONTAINER))
         .and_then(|c| c.args.as_ref())
-        .is_some_and(|a| a.iter().any(|x| *x == pinned.key));
+        .is_some_and(|a| a.contains(&pinned.key));
     if !rendered_for {
         return;
     }
@@ -371,7 +371,7 @@ async fn observe(
         .and_then(|s| s.terminated.as_ref())
         .is_some_and(|t| t.exit_code != 0);
     let done = terminated.is_some_and(|t| t.exit_code == 0);
-    if !done && !(terminated.is_some() || failed_before) {
+    if !(done || terminated.is_some() || failed_before) {
         return;
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
@@ -493,11 +493,11 @@ mod tests {
         }))
         .unwrap();
         let mut restoring = base;
-        Plan::Restore(RestoreSource {
+        Plan::Restore(Box::new(RestoreSource {
             key: "p/ns/alpha/1.tar.gz".into(),
             sha256: None,
             location,
-        })
+        }))
         .apply(&mut restoring);
         assert_eq!(
             pinned_in(&restoring).as_deref(),
