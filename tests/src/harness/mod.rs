@@ -2,7 +2,6 @@
 //! apply of YAML, waiting, pod logs, S3 and tiny HTTP helpers.
 
 pub mod apiserver_metrics;
-pub mod apiserver_metrics;
 pub mod apply;
 pub mod cluster;
 pub mod error;
