@@ -44,6 +44,10 @@ need kubectl curl python3 getconf
 avail_mib=$(awk '/^MemAvailable:/ {print int($2 / 1024)}' /proc/meminfo)
 ((N * 16 + 2048 < avail_mib)) ||
   die "N=$N real bots need about $((N * 16 + 2048)) MiB; only $avail_mib MiB available"
+# Disk: each bot's volume and logs (~2.5 MiB), etcd (~400 MiB at N=1000), 2 GiB spare.
+free_mib=$(df -Pm "$BASE" | awk 'NR == 2 {print $4}')
+((N * 3 + 2048 < free_mib)) ||
+  die "N=$N bots need about $((N * 3 + 2048)) MiB of disk in $BASE; only $free_mib MiB free"
 # Each bot is a process with a handful of threads and open files.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
