@@ -54,10 +54,11 @@ use iq720_crds::trading_bot::{
     RolloutStep, TradingBotPhase,
 };
 use iq720_crds::{BackupSchedule, TradingBot, TradingBotStatus};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::events::EventType;
 use serde_json::json;
@@ -812,12 +813,57 @@ pub async fn finish(
             ])
             .inc();
     }
+    if outputs(&w, &r, Timestamp::now()).bypass_window {
+        unstick(ctx, bot, &r).await;
+    }
     if r != RolloutStatus::default() {
         st.rollout = Some(r);
     }
     emit(ctx, bot, out.notes).await;
     report(st, &w, bot.metadata.generation);
     requeue(st.rollout.as_ref())
+}
+
+/// Deletes the bot's pod when it still runs the failed version and is not Ready.
+///
+/// Why: a StatefulSet with `OrderedReady` pods waits for a pod that is not Running
+/// and Ready before it replaces it, so reverting the template alone never replaces a
+/// broken pod (kubernetes/kubernetes issue 67250, "forced rollback"). The pod of the
+/// failed version is deleted once; the StatefulSet then creates it from the reverted
+/// template. A Ready pod is left to the ordinary rolling update.
+async fn unstick(ctx: &Context, bot: &TradingBot, r: &RolloutStatus) {
+    let Some(failed) = &r.failed_version else {
+        return;
+    };
+    let ns = bot.namespace().unwrap_or_default();
+    let name = format!("{}-0", super::build::labels::workload_name(&bot.name_any()));
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let Ok(Some(pod)) = api.get_opt(&name).await else {
+        return;
+    };
+    let failed_image = format!("{}:{failed}", bot.spec.image.repository);
+    let runs_failed = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.as_deref())
+        == Some(failed_image.as_str());
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    if !runs_failed || ready || pod.metadata.deletion_timestamp.is_some() {
+        return;
+    }
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => {
+            info!(bot = %bot.name_any(), pod = %name, "deleted the pod of the failed version so that the rollback replaces it")
+        }
+        Err(e) => {
+            warn!(bot = %bot.name_any(), error = %e, "cannot delete the pod of the failed version")
+        }
+    }
 }
 
 /// Where the pre-update backup stands.
