@@ -19,7 +19,7 @@ use iq720_crds::TradingBot;
 use iq720_crds::trading_bot::{RolloutResult, RolloutStep, TradingBotPhase};
 use iq720_tests::poll_until;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::Api;
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
 const REPO: &str = "ghcr.io/iq720/iq720-bot";
@@ -353,6 +353,137 @@ async fn emergency_stop_during_a_rollout_wins_at_once() {
         "BENCH rollout emergency-stop-mid-rollout stopped_s={:.1} pod_gone_s={:.1}",
         stop_time.as_secs_f64(),
         gone.as_secs_f64()
+    );
+    teardown(e).await;
+}
+
+#[tokio::test]
+async fn pre_update_backup_is_verified_before_the_roll() {
+    let e = env().await;
+    map_versions(&e);
+    // MinIO credentials and a BackupSchedule selecting the bot (backup=yes).
+    let access = e
+        .cluster
+        .env
+        .var("IQ720_S3_ACCESS_KEY")
+        .unwrap()
+        .to_string();
+    let secret = e
+        .cluster
+        .env
+        .var("IQ720_S3_SECRET_KEY")
+        .unwrap()
+        .to_string();
+    iq720_tests::apply_yaml(
+        &e.cluster.client,
+        Some(e.ns.name()),
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: e2e-s3}}\nstringData:\n  AWS_ACCESS_KEY_ID: \"{access}\"\n  AWS_SECRET_ACCESS_KEY: \"{secret}\"\n"
+        ),
+    )
+    .await
+    .unwrap();
+    iq720_tests::apply_yaml(
+        &e.cluster.client,
+        Some(e.ns.name()),
+        &format!(
+            "apiVersion: trading.iq720.io/v1alpha1\nkind: BackupSchedule\nmetadata: {{name: nightly}}\nspec:\n  schedule: \"0 3 * * *\"\n  botSelector: {{matchLabels: {{backup: \"yes\"}}}}\n  destination:\n    bucket: {}\n    prefix: rollout-e2e/{}\n    endpoint: {}\n    forcePathStyle: true\n    credentialsSecretRef: {{name: e2e-s3}}\n",
+            iq720_tests::s3_bucket(&e.cluster).unwrap(),
+            e.ns.name(),
+            e.cluster.env.var("IQ720_S3_ENDPOINT").unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-backup", &[]).await;
+    let extra = "  update: {healthTimeout: 60s, preUpdateBackup: true}\n";
+    apply_running(&e, "bk", extra, &op).await;
+    bots(&e)
+        .patch(
+            "bk",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {"backup": "yes"}}})),
+        )
+        .await
+        .unwrap();
+    wait_bot(
+        &e,
+        "bk",
+        "stable version recorded",
+        |b| rollout(b).stable_version.as_deref() == Some("0.1.0"),
+        &op,
+    )
+    .await;
+    let t0 = Instant::now();
+    merge_patch(&e, "bk", json!({"version": "0.2.0"})).await;
+    let backing = wait_bot(
+        &e,
+        "bk",
+        "backing up",
+        |b| {
+            rollout(b)
+                .active
+                .is_some_and(|a| a.step == RolloutStep::BackingUp)
+        },
+        &op,
+    )
+    .await;
+    let id = rollout(&backing).active.unwrap().id;
+    let done = wait_bot(
+        &e,
+        "bk",
+        "rollout succeeded",
+        |b| {
+            rollout(b)
+                .history
+                .first()
+                .is_some_and(|h| h.result == RolloutResult::Succeeded)
+        },
+        &op,
+    )
+    .await;
+    let total = t0.elapsed();
+    let record = rollout(&done).history[0].clone();
+    let key = record
+        .backup_key
+        .clone()
+        .expect("backup key in the history");
+    // The schedule was asked with the rollout's id and verified that very backup.
+    let bks = Api::<iq720_crds::BackupSchedule>::namespaced(e.cluster.client.clone(), e.ns.name())
+        .get("nightly")
+        .await
+        .unwrap();
+    assert_eq!(
+        bks.annotations().get("trading.iq720.io/backup-now"),
+        Some(&id)
+    );
+    let st = bks.status.unwrap();
+    assert_eq!(st.last_on_demand_request.as_deref(), Some(id.as_str()));
+    let b = st
+        .recent_backups
+        .iter()
+        .find(|b| b.key == key)
+        .expect("the backup is in the schedule's status");
+    assert!(b.verified && b.bot == "bk");
+    // Verified before the roll: it completed no later than the pod was rolled.
+    let rolled_ms = record.finished_at.0.as_millisecond() - record.gate_ms.unwrap();
+    assert!(
+        b.completed_at.0.as_millisecond() <= rolled_ms + 1000,
+        "backup {} after the roll at {rolled_ms}",
+        b.completed_at.0
+    );
+    let reasons = events(&e, "bk").await;
+    for r in [
+        "PreUpdateBackupRequested",
+        "PreUpdateBackupVerified",
+        "RolloutSucceeded",
+    ] {
+        assert!(reasons.iter().any(|x| x == r), "{r} in {reasons:?}");
+    }
+    println!(
+        "BENCH rollout with-pre-update-backup total_s={:.1} gate_after_roll_s={:.1}",
+        total.as_secs_f64(),
+        record.gate_ms.unwrap() as f64 / 1000.0
     );
     teardown(e).await;
 }

@@ -519,7 +519,7 @@ pub fn observe(w: &Wanted, r: &mut RolloutStatus, h: &Health, now: Timestamp) ->
             }
         }
         RolloutStep::HealthGate => {
-            let rolled = a.rolled_at.clone().unwrap_or_else(|| Time(now));
+            let rolled = a.rolled_at.clone().unwrap_or(Time(now));
             let elapsed = ms_between(&rolled, now);
             let limit = i64::try_from(w.health_timeout.as_millis()).unwrap_or(i64::MAX);
             let failure = match gate_check(h, &a.to_version) {
