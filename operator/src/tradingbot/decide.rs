@@ -151,10 +151,10 @@ pub fn mark_cleared(st: &mut TradingBotStatus, now: Time) -> bool {
 /// close-all halt to lift; or its halt is gone): the stop record is done and removed.
 /// Returns whether it was there.
 pub fn finish_recovery(st: &mut TradingBotStatus, generation: Option<i64>) -> bool {
-    if !st
+    if st
         .emergency_stop
         .as_ref()
-        .is_some_and(|e| e.cleared_at.is_some())
+        .is_none_or(|e| e.cleared_at.is_none())
     {
         return false;
     }
