@@ -15,6 +15,7 @@ pub mod emergency;
 pub mod error;
 pub mod fleet;
 pub mod keys;
+pub mod notify_test;
 pub mod pipeline;
 pub mod restore;
 pub mod rollout;

@@ -58,6 +58,7 @@ pub async fn reconcile(
         Ok(on) => (FleetSwitch::from(on), None),
         Err(e) => (FleetSwitch::Unknown, Some(e)),
     };
+    super::notify_test::handle(ctx, bot).await;
     match decide::plan(bot, switch, &problems) {
         Plan::EmergencyStop(trigger) => {
             emergency::reconcile(bot, ctx, &owner, &problems, trigger).await
