@@ -74,8 +74,16 @@ pub enum Outcome {
 }
 
 /// Why a bot is not backed up at all (by design, not a failure), if it is not.
+///
+/// Both kinds of emergency stop count: `spec.emergencyStop`, and the namespace's fleet
+/// kill switch, which shows as a stop recorded in the bot's status and not yet cleared.
 pub fn stopped(bot: &TradingBot) -> Option<String> {
-    bot.spec.emergency_stop.then(|| {
+    let recorded = bot
+        .status
+        .as_ref()
+        .and_then(|s| s.emergency_stop.as_ref())
+        .is_some_and(|e| e.requested_at.is_some() && e.cleared_at.is_none());
+    (bot.spec.emergency_stop || recorded).then(|| {
         "the bot is stopped by an emergency stop (scaled to zero); it is skipped until it runs again".to_string()
     })
 }
@@ -222,6 +230,28 @@ async fn attempt(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn bot(emergency_stop: bool, status: serde_json::Value) -> TradingBot {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "trading.iq720.io/v1alpha1", "kind": "TradingBot",
+            "metadata": {"name": "b", "namespace": "n"},
+            "spec": {"version": "0.1.0", "pairs": ["BTC/USDT"], "emergencyStop": emergency_stop},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn stopped_bots_are_skipped_whichever_stop_halted_them() {
+        assert!(stopped(&bot(false, serde_json::json!({}))).is_none());
+        assert!(stopped(&bot(true, serde_json::json!({}))).is_some());
+        // the namespace's fleet kill switch: the stop is recorded, the spec untouched
+        let fleet = serde_json::json!({"emergencyStop": {"requestedAt": "2026-11-25T12:00:00Z"}});
+        assert!(stopped(&bot(false, fleet)).is_some());
+        let cleared = serde_json::json!({"emergencyStop": {
+            "requestedAt": "2026-11-25T12:00:00Z", "clearedAt": "2026-11-25T12:05:00Z"}});
+        assert!(stopped(&bot(false, cleared)).is_none());
+    }
 
     #[test]
     fn keys_follow_the_layout_and_sort_by_time() {
