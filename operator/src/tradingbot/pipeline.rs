@@ -1,10 +1,12 @@
 //! The TradingBot reconcile pipeline, one step per module:
 //! decide ([`super::decide`]: `spec.emergencyStop` OR the namespace's fleet kill
 //! switch, [`super::fleet`]) → emergency stop ([`super::emergency`], before anything
-//! else) → validate ([`super::validate`]) → build ([`super::build`], pure) → apply
-//! ([`super::apply`]) → converse with the bot ([`super::converse`]) → one step of an
-//! API token rotation ([`super::keys`]) → status ([`super::status`], one write, only
-//! on change).
+//! else) → validate ([`super::validate`]) → one step of a version rollout before the
+//! build ([`super::rollout::prepare`]: which version the template gets, halt entries)
+//! → build ([`super::build`], pure) → apply ([`super::apply`]) → converse with the bot
+//! ([`super::converse`]) → one step of an API token rotation ([`super::keys`]) → the
+//! rollout's health gate ([`super::rollout::finish`]) → status ([`super::status`], one
+//! write, only on change).
 //!
 //! Maintenance windows: before apply, the gate ([`crate::maintenancewindow::gate`])
 //! says whether a pod restart may happen now; if not, apply keeps the running pod
