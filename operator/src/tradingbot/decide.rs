@@ -10,6 +10,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::status::{condition, is_true};
 
+/// The Namespace label of the fleet kill switch (value `true`). Defined with the
+/// decision that reads its outcome; the namespace watch in `fleet` uses it too.
+pub const FLEET_LABEL: &str = "trading.iq720.io/emergency-stop";
+
 /// What asked for an emergency stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopTrigger {
@@ -34,7 +38,7 @@ impl StopTrigger {
 
     /// Who asked, for condition messages and Events.
     pub fn describe(self, namespace: &str) -> String {
-        let label = super::fleet::FLEET_LABEL;
+        let label = FLEET_LABEL;
         match self {
             StopTrigger::Spec => "spec.emergencyStop is true".to_string(),
             StopTrigger::Namespace => {

@@ -40,8 +40,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::decide::{self, FleetSwitch};
 
-/// The Namespace label of the fleet kill switch (value `true`).
-pub const FLEET_LABEL: &str = "trading.iq720.io/emergency-stop";
+pub use super::decide::FLEET_LABEL;
 
 /// Whether a namespace's labels turn the fleet kill switch on: the label's value is
 /// `true` (any case). Any other value, or no label, leaves the bots alone.
