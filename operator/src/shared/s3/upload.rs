@@ -1,6 +1,5 @@
 //! A streamed upload: any HTTP body (a bot's backup or archive stream) into an S3
-//! multipart upload, at most [`PARTS_IN_FLIGHT`] parts (plus the one being filled) in
-//! memory, sha256 computed on the fly.
+//! multipart upload, one part in memory at a time, sha256 computed on the fly.
 //!
 //! Why multipart: an upload that fails or runs past its deadline is aborted, and one
 //! interrupted by an operator restart stays an incomplete upload, which S3 never lists
@@ -125,74 +124,6 @@ async fn abort(s3: &S3Target, key: &str, upload_id: &str) {
     }
 }
 
-/// Parts sent at once: the next parts are read from the source while earlier ones are
-/// in flight, so reading and sending overlap (memory: this many parts, plus the one
-/// being filled).
-pub const PARTS_IN_FLIGHT: usize = 3;
-
-/// Parts being sent, each on its own task so they progress while the source is read;
-/// dropping it (an error, the deadline) aborts those still running.
-#[derive(Default)]
-struct InFlight(
-    std::collections::VecDeque<tokio::task::JoinHandle<Result<CompletedPart, S3Error>>>,
-);
-
-impl InFlight {
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn push(
-        &mut self,
-        part: impl Future<Output = Result<CompletedPart, S3Error>> + Send + 'static,
-    ) {
-        self.0.push_back(tokio::spawn(part));
-    }
-
-    /// Waits for the oldest part; `None` when none is in flight.
-    async fn next(&mut self) -> Option<Result<CompletedPart, S3Error>> {
-        let handle = self.0.pop_front()?;
-        Some(handle.await.unwrap_or_else(|e| {
-            Err(S3Error::Source(format!(
-                "an upload task ended abnormally: {e}"
-            )))
-        }))
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        for h in &self.0 {
-            h.abort();
-        }
-    }
-}
-
-/// Sends one part; owns everything it needs so several can be in flight.
-async fn send_part(
-    client: aws_sdk_s3::Client,
-    bucket: String,
-    key: String,
-    upload_id: String,
-    number: i32,
-    chunk: bytes::Bytes,
-) -> Result<CompletedPart, S3Error> {
-    let out = client
-        .upload_part()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(upload_id)
-        .part_number(number)
-        .body(ByteStream::from(chunk))
-        .send()
-        .await
-        .map_err(|e| S3Error::api("UploadPart", &e))?;
-    Ok(CompletedPart::builder()
-        .part_number(number)
-        .set_e_tag(out.e_tag().map(str::to_string))
-        .build())
-}
-
 async fn upload_parts<B>(
     s3: &S3Target,
     key: &str,
@@ -208,8 +139,6 @@ where
     let mut size = 0u64;
     let mut buf = BytesMut::with_capacity(part_size);
     let mut parts = Vec::new();
-    let mut in_flight = InFlight::default();
-    let mut next_number: i32 = 1;
     let mut finished = false;
     while !finished {
         match body.frame().await {
@@ -229,26 +158,27 @@ where
         }
         // The last part may be smaller than the minimum; every other is `part_size`.
         while buf.len() >= part_size || (finished && !buf.is_empty()) {
-            if in_flight.len() >= PARTS_IN_FLIGHT
-                && let Some(done) = in_flight.next().await
-            {
-                parts.push(done?);
-            }
             let take = buf.len().min(part_size);
             let chunk = buf.split_to(take).freeze();
-            in_flight.push(send_part(
-                s3.client.clone(),
-                s3.bucket.clone(),
-                key.to_string(),
-                upload_id.to_string(),
-                next_number,
-                chunk,
-            ));
-            next_number = next_number.saturating_add(1);
+            let number = i32::try_from(parts.len() + 1).unwrap_or(i32::MAX);
+            let out = s3
+                .client
+                .upload_part()
+                .bucket(&s3.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(ByteStream::from(chunk))
+                .send()
+                .await
+                .map_err(|e| S3Error::api("UploadPart", &e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .build(),
+            );
         }
-    }
-    while let Some(done) = in_flight.next().await {
-        parts.push(done?);
     }
     if size == 0 {
         return Err(S3Error::Source("the stream was empty".into()));
