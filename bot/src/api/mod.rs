@@ -213,7 +213,10 @@ pub fn router(bot: AppState) -> Router {
         .route("/backup", post(backup))
         .route("/maintenance/vacuum", post(vacuum))
         .route("/maintenance/prune", post(prune))
-        .route("/maintenance/prune/archive", post(maintenance::prune_archive))
+        .route(
+            "/maintenance/prune/archive",
+            post(maintenance::prune_archive),
+        )
         .route("/maintenance/logs", post(maintenance::logs))
         .route("/maintenance/logs/archive", post(maintenance::logs_archive))
         .fallback(not_found)

@@ -303,11 +303,7 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner, fleet: &Fleet) -> R
     if fleet.stop_wanted_now(bot) {
         return give_way(owner);
     }
-    let mut desired = build::desired(
-        &rollout.builder_input(bot),
-        1,
-        &ctx.settings.bot_ingress,
-    )?;
+    let mut desired = build::desired(&rollout.builder_input(bot), 1, &ctx.settings.bot_ingress)?;
     // spec.restore: the restore init container (or zero replicas until a backup exists)
     super::restore::step(ctx, bot, &mut st)
         .await
@@ -472,8 +468,7 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner, fleet: &Fleet) -> R
         }
         Err(e) => return Err(e),
     }
-    if let Some(next) = super::rollout::finish(ctx, bot, &mut st, Some(&pod.endpoint), None).await
-    {
+    if let Some(next) = super::rollout::finish(ctx, bot, &mut st, Some(&pod.endpoint), None).await {
         requeue = requeue.min(next);
     }
     status::write(ctx, bot, st).await?;
