@@ -76,15 +76,12 @@ references), so there is no delete verb; Secrets are never listed or watched.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "patch"]
-# The bot pods: IP, readiness and termination state, watched into the cache.
+# The bot pods: IP, readiness and termination state, watched into the cache. Restore
+# drills run in throwaway pods (created, their log read, deleted); the log of a bot
+# pod's restore init container says what a bootstrap restore did.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
-# Restore: the log of a bot pod's restore init container says what a bootstrap restore
-# did; restore drills run in throwaway pods (created, their log read, deleted).
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["create", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
