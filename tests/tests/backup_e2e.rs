@@ -7,46 +7,21 @@ mod common;
 use std::time::Duration;
 
 use common::Operator;
+use common::backups::wait_schedule_newest_first as wait_schedule;
+use common::backups::*;
 use common::bots::*;
-use iq720_crds::BackupSchedule;
 use iq720_crds::backup_schedule::BackupResult;
 use iq720_crds::trading_bot::TradingBotPhase;
-use iq720_tests::{apply_yaml, get_object, list_keys, put_object, s3_bucket, s3_client};
-use k8s_openapi::api::events::v1::Event;
-use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
+use iq720_tests::{get_object, list_keys, put_object, s3_bucket, s3_client};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 const SECRET: &str = "e2e-s3";
 
-fn schedules(e: &Env) -> Api<BackupSchedule> {
-    Api::namespaced(e.cluster.client.clone(), e.ns.name())
-}
-
 /// A Secret with MinIO credentials (`secret_key` None: the real one).
 async fn s3_secret(e: &Env, secret_key: Option<&str>) -> String {
-    let access = e
-        .cluster
-        .env
-        .var("IQ720_S3_ACCESS_KEY")
-        .unwrap()
-        .to_string();
-    let real = e
-        .cluster
-        .env
-        .var("IQ720_S3_SECRET_KEY")
-        .unwrap()
-        .to_string();
-    let secret = secret_key.unwrap_or(&real).to_string();
-    apply_yaml(
-        &e.cluster.client,
-        Some(e.ns.name()),
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {SECRET}}}\nstringData:\n  AWS_ACCESS_KEY_ID: \"{access}\"\n  AWS_SECRET_ACCESS_KEY: \"{secret}\"\n"
-        ),
-    )
-    .await
-    .unwrap();
+    let (access, real) = minio_credentials(e);
+    apply_s3_secret(e, SECRET, &access, secret_key.unwrap_or(&real)).await;
     real
 }
 
@@ -55,143 +30,11 @@ fn prefix(e: &Env) -> String {
 }
 
 async fn schedule(e: &Env, name: &str, cron: &str, zone: &str, extra: &str) {
-    let yaml = format!(
-        "apiVersion: trading.iq720.io/v1alpha1\nkind: BackupSchedule\nmetadata: {{name: {name}}}\nspec:\n  schedule: \"{cron}\"\n  timeZone: \"{zone}\"\n  botSelector: {{matchLabels: {{backup: \"yes\"}}}}\n  destination:\n    bucket: {}\n    prefix: {}\n    endpoint: {}\n    forcePathStyle: true\n    credentialsSecretRef: {{name: {SECRET}}}\n{extra}",
-        s3_bucket(&e.cluster).unwrap(),
-        prefix(e),
-        e.cluster.env.var("IQ720_S3_ENDPOINT").unwrap(),
-    );
-    apply_yaml(&e.cluster.client, Some(e.ns.name()), &yaml)
-        .await
-        .unwrap();
-}
-
-async fn backup_now(e: &Env, name: &str, value: &str) {
-    schedules(e)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {"trading.iq720.io/backup-now": value}}}),
-            ),
-        )
-        .await
-        .unwrap();
-}
-
-async fn wait_schedule(
-    e: &Env,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&BackupSchedule) -> bool + Send + 'static,
-    op: &Operator,
-) -> BackupSchedule {
-    match iq720_tests::wait_for_condition(
-        &schedules(e),
-        name,
-        move |s: Option<&BackupSchedule>| s.is_some_and(&pred),
-        DEADLINE,
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(err) => {
-            let now = schedules(e).get_opt(name).await.ok().flatten();
-            panic!(
-                "{what}: {err}\nstatus: {:#?}\noperator log tail:\n{}",
-                now.and_then(|s| s.status),
-                op.log_text()
-                    .lines()
-                    .rev()
-                    .take(40)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-        }
-    }
-}
-
-fn on_demand_done(value: &'static str) -> impl Fn(&BackupSchedule) -> bool + Send + 'static {
-    move |s| {
-        s.status.as_ref().is_some_and(|st| {
-            st.last_on_demand_request.as_deref() == Some(value) && st.last_result.is_some()
-        })
-    }
-}
-
-fn bks_condition(s: &BackupSchedule, type_: &str) -> Option<(String, String, String)> {
-    s.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-/// Every Event note and reason in the namespace.
-async fn event_texts(e: &Env) -> Vec<(String, String, String)> {
-    let api: Api<Event> = Api::namespaced(e.cluster.client.clone(), e.ns.name());
-    api.list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|ev| {
-            (
-                ev.type_.unwrap_or_default(),
-                ev.reason.unwrap_or_default(),
-                ev.note.unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
-fn sha256_of(bytes: &[u8]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("obj");
-    std::fs::write(&path, bytes).unwrap();
-    let out = std::process::Command::new("sha256sum")
-        .arg(&path)
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-async fn running_bot(e: &Env, name: &str, op: &Operator) {
-    apply_yaml(
-        &e.cluster.client,
-        Some(e.ns.name()),
-        &bot_yaml(name, "").replace(
-            &format!("metadata: {{name: {name}}}"),
-            &format!("metadata: {{name: {name}, labels: {{backup: \"yes\"}}}}"),
-        ),
-    )
-    .await
-    .unwrap();
-    wait_bot(
-        e,
-        name,
-        "Running",
-        |b| phase(b) == Some(TradingBotPhase::Running),
-        op,
-    )
-    .await;
+    apply_cluster_schedule(e, name, cron, Some(zone), &prefix(e), SECRET, extra).await;
 }
 
 async fn cleanup_objects(e: &Env) {
-    let s3 = s3_client(&e.cluster).unwrap();
-    let bucket = s3_bucket(&e.cluster).unwrap();
-    for k in list_keys(&s3, &bucket, &format!("{}/", prefix(e)))
-        .await
-        .unwrap()
-    {
-        let _ = iq720_tests::delete_object(&s3, &bucket, &k).await;
-    }
+    delete_prefix(e, &prefix(e)).await;
 }
 
 #[tokio::test]
@@ -511,17 +354,8 @@ async fn wrong_credentials_fail_with_condition_and_warning_and_delete_nothing() 
             .any(|(t, r, _)| t == "Warning" && r == "BackupFailed"),
         "{events:?}"
     );
-    let b = bots(&e).get("denied").await.unwrap();
-    let c = b
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "LastBackupSucceeded")
-        .cloned();
     assert_eq!(
-        c.map(|c| (c.status, c.reason)),
+        bot_backup_condition(&e, "denied").await,
         Some(("False".to_string(), "CredentialsInvalid".to_string()))
     );
     assert_eq!(

@@ -10,18 +10,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::Operator;
+use common::backups::wait_schedule_newest_first as wait_schedule;
+use common::backups::*;
 use common::bots::*;
 use iq720_crds::BackupSchedule;
 use iq720_crds::backup_schedule::BackupResult;
-use iq720_crds::trading_bot::TradingBotPhase;
 use iq720_tests::{
-    PrivateMinio, ThrottledRelay, apply_yaml, get_object, list_keys, multipart_uploads, poll_until,
-    put_object, repo_root, s3_bucket, s3_client,
+    PrivateMinio, ThrottledRelay, get_object, list_keys, multipart_uploads, poll_until, put_object,
+    repo_root, s3_bucket, s3_client,
 };
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use serde_json::json;
 use support::*;
 
@@ -31,37 +31,14 @@ mod support {
 
     pub const SECRET: &str = "e2e-s3";
 
-    pub fn schedules(e: &Env) -> Api<BackupSchedule> {
-        Api::namespaced(e.cluster.client.clone(), e.ns.name())
-    }
-
     /// A Secret with S3 credentials.
     pub async fn s3_secret(e: &Env, access: &str, secret: &str) {
-        apply_yaml(
-            &e.cluster.client,
-            Some(e.ns.name()),
-            &format!(
-                "apiVersion: v1\nkind: Secret\nmetadata: {{name: {SECRET}}}\nstringData:\n  AWS_ACCESS_KEY_ID: \"{access}\"\n  AWS_SECRET_ACCESS_KEY: \"{secret}\"\n"
-            ),
-        )
-        .await
-        .unwrap();
+        apply_s3_secret(e, SECRET, access, secret).await;
     }
 
     /// The cluster's MinIO credentials into the Secret.
     pub async fn shared_s3_secret(e: &Env) {
-        let access = e
-            .cluster
-            .env
-            .var("IQ720_S3_ACCESS_KEY")
-            .unwrap()
-            .to_string();
-        let secret = e
-            .cluster
-            .env
-            .var("IQ720_S3_SECRET_KEY")
-            .unwrap()
-            .to_string();
+        let (access, secret) = minio_credentials(e);
         s3_secret(e, &access, &secret).await;
     }
 
@@ -82,126 +59,17 @@ mod support {
         endpoint: &str,
         extra: &str,
     ) {
-        let yaml = format!(
-            "apiVersion: trading.iq720.io/v1alpha1\nkind: BackupSchedule\nmetadata: {{name: {name}}}\nspec:\n  schedule: \"{cron}\"\n  timeZone: UTC\n  botSelector: {{matchLabels: {{backup: \"yes\"}}}}\n  destination:\n    bucket: {bucket}\n    prefix: {}\n    endpoint: {endpoint}\n    forcePathStyle: true\n    credentialsSecretRef: {{name: {SECRET}}}\n{extra}",
-            prefix(e),
-        );
-        apply_yaml(&e.cluster.client, Some(e.ns.name()), &yaml)
-            .await
-            .unwrap();
+        let dest = Destination {
+            bucket,
+            prefix: &prefix(e),
+            endpoint,
+            secret: SECRET,
+        };
+        apply_schedule(e, name, cron, Some("UTC"), &dest, extra).await;
     }
 
     pub async fn shared_schedule(e: &Env, name: &str, cron: &str, extra: &str) {
-        let bucket = s3_bucket(&e.cluster).unwrap();
-        let endpoint = e.cluster.env.var("IQ720_S3_ENDPOINT").unwrap().to_string();
-        schedule(e, name, cron, &bucket, &endpoint, extra).await;
-    }
-
-    pub async fn patch_schedule(e: &Env, name: &str, patch: serde_json::Value) {
-        schedules(e)
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .unwrap();
-    }
-
-    pub async fn backup_now(e: &Env, name: &str, value: &str) {
-        patch_schedule(
-            e,
-            name,
-            json!({"metadata": {"annotations": {"trading.iq720.io/backup-now": value}}}),
-        )
-        .await;
-    }
-
-    pub async fn wait_schedule(
-        e: &Env,
-        name: &str,
-        what: &str,
-        pred: impl Fn(&BackupSchedule) -> bool + Send + 'static,
-        op: &Operator,
-    ) -> BackupSchedule {
-        match iq720_tests::wait_for_condition(
-            &schedules(e),
-            name,
-            move |s: Option<&BackupSchedule>| s.is_some_and(&pred),
-            DEADLINE,
-        )
-        .await
-        {
-            Ok(s) => s,
-            Err(err) => {
-                let now = schedules(e).get_opt(name).await.ok().flatten();
-                panic!(
-                    "{what}: {err}\nstatus: {:#?}\noperator log tail:\n{}",
-                    now.and_then(|s| s.status),
-                    op.log_text()
-                        .lines()
-                        .rev()
-                        .take(40)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                );
-            }
-        }
-    }
-
-    pub fn on_demand_done(
-        value: &'static str,
-    ) -> impl Fn(&BackupSchedule) -> bool + Send + 'static {
-        move |s| {
-            s.status.as_ref().is_some_and(|st| {
-                st.last_on_demand_request.as_deref() == Some(value) && st.last_result.is_some()
-            })
-        }
-    }
-
-    pub fn bks_condition(s: &BackupSchedule, type_: &str) -> Option<(String, String, String)> {
-        s.status
-            .as_ref()?
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_)
-            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-    }
-
-    /// Every Event (type, reason, note) in the namespace.
-    pub async fn event_texts(e: &Env) -> Vec<(String, String, String)> {
-        let api: Api<Event> = Api::namespaced(e.cluster.client.clone(), e.ns.name());
-        api.list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .map(|ev| {
-                (
-                    ev.type_.unwrap_or_default(),
-                    ev.reason.unwrap_or_default(),
-                    ev.note.unwrap_or_default(),
-                )
-            })
-            .collect()
-    }
-
-    /// A Running bot labelled for backups.
-    pub async fn running_bot(e: &Env, name: &str, op: &Operator) {
-        apply_yaml(
-            &e.cluster.client,
-            Some(e.ns.name()),
-            &bot_yaml(name, "").replace(
-                &format!("metadata: {{name: {name}}}"),
-                &format!("metadata: {{name: {name}, labels: {{backup: \"yes\"}}}}"),
-            ),
-        )
-        .await
-        .unwrap();
-        wait_bot(
-            e,
-            name,
-            "Running",
-            |b| phase(b) == Some(TradingBotPhase::Running),
-            op,
-        )
-        .await;
+        apply_cluster_schedule(e, name, cron, Some("UTC"), &prefix(e), SECRET, extra).await;
     }
 
     /// The host path of a bot's trade database (its PVC's hostPath volume on the
@@ -255,14 +123,7 @@ mod support {
     }
 
     pub async fn cleanup_objects(e: &Env) {
-        let s3 = s3_client(&e.cluster).unwrap();
-        let bucket = s3_bucket(&e.cluster).unwrap();
-        for k in list_keys(&s3, &bucket, &format!("{}/", prefix(e)))
-            .await
-            .unwrap()
-        {
-            let _ = iq720_tests::delete_object(&s3, &bucket, &k).await;
-        }
+        delete_prefix(e, &prefix(e)).await;
     }
 }
 
@@ -342,17 +203,8 @@ async fn minio_stopped_mid_upload_counts_nothing_and_the_retry_recovers() {
             .any(|(t, r, n)| t == "Warning" && r == "BackupFailed" && n.contains("big")),
         "{events:?}"
     );
-    let bot = bots(&e).get("big").await.unwrap();
-    let c = bot
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "LastBackupSucceeded")
-        .cloned();
     assert_eq!(
-        c.map(|c| (c.status, c.reason)),
+        bot_backup_condition(&e, "big").await,
         Some(("False".to_string(), "StorageUnavailable".to_string()))
     );
     assert!(

@@ -17,6 +17,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::backups::{apply_s3_secret, delete_prefix, minio_credentials, sha256_of, tail};
 use common::bots::*;
 use common::{Operator, bot_api};
 use iq720_crds::MaintenanceWindow;
@@ -86,13 +87,6 @@ async fn wait_window(
             );
         }
     }
-}
-
-fn tail(op: &Operator) -> String {
-    let text = op.log_text();
-    let mut lines: Vec<&str> = text.lines().rev().take(40).collect();
-    lines.reverse();
-    lines.join("\n")
 }
 
 fn window_condition(w: &MaintenanceWindow, type_: &str) -> Option<(String, String)> {
@@ -663,28 +657,8 @@ const RECENT_TRADE: i64 = 900_010;
 
 /// A Secret with the MinIO credentials (`secret_key` None: the real one).
 async fn mw_s3_secret(e: &Env, secret_key: Option<&str>) {
-    let access = e
-        .cluster
-        .env
-        .var("IQ720_S3_ACCESS_KEY")
-        .unwrap()
-        .to_string();
-    let real = e
-        .cluster
-        .env
-        .var("IQ720_S3_SECRET_KEY")
-        .unwrap()
-        .to_string();
-    let secret = secret_key.unwrap_or(&real).to_string();
-    apply_yaml(
-        &e.cluster.client,
-        Some(e.ns.name()),
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {S3_SECRET}}}\nstringData:\n  AWS_ACCESS_KEY_ID: \"{access}\"\n  AWS_SECRET_ACCESS_KEY: \"{secret}\"\n"
-        ),
-    )
-    .await
-    .unwrap();
+    let (access, real) = minio_credentials(e);
+    apply_s3_secret(e, S3_SECRET, &access, secret_key.unwrap_or(&real)).await;
 }
 
 fn archive_prefix(e: &Env) -> String {
@@ -710,11 +684,7 @@ async fn archive_keys(e: &Env) -> Vec<String> {
 }
 
 async fn cleanup_archives(e: &Env) {
-    let s3 = iq720_tests::s3_client(&e.cluster).unwrap();
-    let bucket = iq720_tests::s3_bucket(&e.cluster).unwrap();
-    for k in archive_keys(e).await {
-        let _ = iq720_tests::delete_object(&s3, &bucket, &k).await;
-    }
+    delete_prefix(e, &archive_prefix(e)).await;
 }
 
 /// The bot's database file: the host directory of its data PV.
@@ -896,7 +866,7 @@ async fn prune_with_archive_stores_exactly_the_pruned_rows_in_minio_and_only_ins
     let meta = head.metadata().unwrap();
     assert_eq!(meta["iq720-managed-by"], "iq720-operator");
     assert_eq!(meta["iq720-maintenancewindow"], "archive");
-    assert_eq!(meta["iq720-sha256"], sha256_hex(&bytes));
+    assert_eq!(meta["iq720-sha256"], sha256_of(&bytes));
     let mut text = String::new();
     std::io::Read::read_to_string(
         &mut flate2::read::GzDecoder::new(bytes.as_slice()),
@@ -1020,22 +990,6 @@ async fn a_failed_archive_deletes_no_rows() {
         1.0
     );
     teardown(e).await;
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("obj");
-    std::fs::write(&path, bytes).unwrap();
-    let out = std::process::Command::new("sha256sum")
-        .arg(&path)
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 /// `YYYY-MM-DD` (UTC) `days_ago` days before today.

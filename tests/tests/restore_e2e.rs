@@ -11,49 +11,26 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::backups::*;
 use common::bots::*;
 use common::{Operator, bot_api};
-use iq720_crds::BackupSchedule;
 use iq720_crds::backup_schedule::DrillResult;
 use iq720_crds::trading_bot::TradingBotPhase;
-use iq720_tests::{apply_yaml, list_keys, poll_until, s3_bucket, s3_client};
+use iq720_tests::{apply_yaml, poll_until, s3_bucket, s3_client};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams};
 use serde_json::json;
 
 const SECRET: &str = "e2e-s3";
 
-fn schedules(e: &Env) -> Api<BackupSchedule> {
-    Api::namespaced(e.cluster.client.clone(), e.ns.name())
-}
-
 /// A Secret with the real MinIO credentials; returns the secret key (to look for it
 /// where it must not be).
 async fn s3_secret(e: &Env) -> String {
-    let access = e
-        .cluster
-        .env
-        .var("IQ720_S3_ACCESS_KEY")
-        .unwrap()
-        .to_string();
-    let secret = e
-        .cluster
-        .env
-        .var("IQ720_S3_SECRET_KEY")
-        .unwrap()
-        .to_string();
-    apply_yaml(
-        &e.cluster.client,
-        Some(e.ns.name()),
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {SECRET}}}\nstringData:\n  AWS_ACCESS_KEY_ID: \"{access}\"\n  AWS_SECRET_ACCESS_KEY: \"{secret}\"\n"
-        ),
-    )
-    .await
-    .unwrap();
+    let (access, secret) = minio_credentials(e);
+    apply_s3_secret(e, SECRET, &access, &secret).await;
     secret
 }
 
@@ -62,60 +39,7 @@ fn prefix(e: &Env) -> String {
 }
 
 async fn schedule(e: &Env, name: &str, extra: &str) {
-    let yaml = format!(
-        "apiVersion: trading.iq720.io/v1alpha1\nkind: BackupSchedule\nmetadata: {{name: {name}}}\nspec:\n  schedule: \"0 3 * * *\"\n  botSelector: {{matchLabels: {{backup: \"yes\"}}}}\n  destination:\n    bucket: {}\n    prefix: {}\n    endpoint: {}\n    forcePathStyle: true\n    credentialsSecretRef: {{name: {SECRET}}}\n{extra}",
-        s3_bucket(&e.cluster).unwrap(),
-        prefix(e),
-        e.cluster.env.var("IQ720_S3_ENDPOINT").unwrap(),
-    );
-    apply_yaml(&e.cluster.client, Some(e.ns.name()), &yaml)
-        .await
-        .unwrap();
-}
-
-async fn annotate(e: &Env, name: &str, key: &str, value: &str) {
-    schedules(e)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
-        )
-        .await
-        .unwrap();
-}
-
-async fn wait_schedule(
-    e: &Env,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&BackupSchedule) -> bool + Send + 'static,
-    op: &Operator,
-) -> BackupSchedule {
-    match iq720_tests::wait_for_condition(
-        &schedules(e),
-        name,
-        move |s: Option<&BackupSchedule>| s.is_some_and(&pred),
-        DEADLINE,
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(err) => {
-            let now = schedules(e).get_opt(name).await.ok().flatten();
-            panic!(
-                "{what}: {err}\nstatus: {:#?}\noperator log tail:\n{}",
-                now.and_then(|s| s.status),
-                tail(op)
-            );
-        }
-    }
-}
-
-fn tail(op: &Operator) -> String {
-    let text = op.log_text();
-    let mut lines: Vec<_> = text.lines().rev().take(40).collect();
-    lines.reverse();
-    lines.join("\n")
+    apply_cluster_schedule(e, name, "0 3 * * *", None, &prefix(e), SECRET, extra).await;
 }
 
 /// Takes an on-demand backup and returns its verified record's key.
@@ -127,18 +51,7 @@ async fn verified_backup(
     op: &Operator,
 ) -> String {
     annotate(e, bks, "trading.iq720.io/backup-now", value).await;
-    let s = wait_schedule(
-        e,
-        bks,
-        "on-demand backup",
-        move |s| {
-            s.status.as_ref().is_some_and(|st| {
-                st.last_on_demand_request.as_deref() == Some(value) && st.last_result.is_some()
-            })
-        },
-        op,
-    )
-    .await;
+    let s = wait_schedule(e, bks, "on-demand backup", on_demand_done(value), op).await;
     let st = s.status.unwrap();
     let rec = st
         .recent_backups
@@ -146,13 +59,6 @@ async fn verified_backup(
         .find(|r| r.bot == bot && r.verified)
         .unwrap_or_else(|| panic!("no verified backup of {bot}: {st:#?}"));
     rec.key.clone()
-}
-
-fn labelled(name: &str, extra: &str) -> String {
-    bot_yaml(name, extra).replace(
-        &format!("metadata: {{name: {name}}}"),
-        &format!("metadata: {{name: {name}, labels: {{backup: \"yes\"}}}}"),
-    )
 }
 
 /// The ids of every trade the bot's API lists.
@@ -201,14 +107,7 @@ async fn paused(e: &Env, name: &str, op: &Operator) {
 }
 
 async fn cleanup_objects(e: &Env) {
-    let s3 = s3_client(&e.cluster).unwrap();
-    let bucket = s3_bucket(&e.cluster).unwrap();
-    for k in list_keys(&s3, &bucket, &format!("{}/", prefix(e)))
-        .await
-        .unwrap()
-    {
-        let _ = iq720_tests::delete_object(&s3, &bucket, &k).await;
-    }
+    delete_prefix(e, &prefix(e)).await;
 }
 
 async fn event_notes(e: &Env) -> Vec<String> {

@@ -1,6 +1,7 @@
 //! Helpers shared by the CRD/admission and operator e2e tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod backups;
 pub mod bots;
 
 use std::path::PathBuf;
