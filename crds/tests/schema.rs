@@ -109,6 +109,7 @@ fn printer_columns() {
         [
             "Phase",
             "Version",
+            "Wanted",
             "Mode",
             "Positions",
             "WinRate",
