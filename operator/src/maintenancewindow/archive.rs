@@ -250,14 +250,7 @@ pub async fn prune_with_archive(
         deadline,
     )
     .await?;
-    let content = tokio::task::spawn_blocking(move || {
-        std::fs::File::open(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|f| iq720_bot::maintenance::read_prune_archive(f).map_err(|e| e.to_string()))
-    })
-    .await
-    .map_err(|e| ArchiveError::Verify(format!("reader failed: {e}")))?
-    .map_err(ArchiveError::Verify)?;
+    let content = read_stored(path, iq720_bot::maintenance::read_prune_archive).await?;
     let m = &content.manifest;
     if m.rows() != rows || m.cutoff_ms != cutoff || m.max_trade_id != max_id {
         return Err(ArchiveError::Verify(format!(
@@ -342,14 +335,7 @@ pub async fn logs_with_archive(
         deadline,
     )
     .await?;
-    let manifest = tokio::task::spawn_blocking(move || {
-        std::fs::File::open(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|f| iq720_bot::maintenance::read_log_archive(f).map_err(|e| e.to_string()))
-    })
-    .await
-    .map_err(|e| ArchiveError::Verify(format!("reader failed: {e}")))?
-    .map_err(ArchiveError::Verify)?;
+    let manifest = read_stored(path, iq720_bot::maintenance::read_log_archive).await?;
     if manifest.files.len() as u64 != files {
         return Err(ArchiveError::Verify(format!(
             "the stored archive lists {} file(s), the bot announced {files}",
@@ -377,6 +363,24 @@ pub async fn logs_with_archive(
         deleted: gone.files.len() as u64,
         freed: gone.bytes,
     })
+}
+
+/// Reads a downloaded archive back with the bot's own reader, off the async runtime;
+/// any failure is a verification failure.
+async fn read_stored<T, E, F>(path: std::path::PathBuf, read: F) -> Result<T, ArchiveError>
+where
+    T: Send + 'static,
+    E: std::fmt::Display,
+    F: FnOnce(std::fs::File) -> Result<T, E> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        std::fs::File::open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| read(f).map_err(|e| e.to_string()))
+    })
+    .await
+    .map_err(|e| ArchiveError::Verify(format!("reader failed: {e}")))?
+    .map_err(ArchiveError::Verify)
 }
 
 #[cfg(test)]
