@@ -569,3 +569,67 @@ async fn every_bad_spec_is_rejected_at_admission_or_reported() {
     }
     teardown(e).await;
 }
+
+/// A reconcile can run on a cached object older than the last status write (a pod
+/// event arrives before the watch delivers that write). Its status must not undo the
+/// newer one, and what it decided must not be announced a second time (CI once saw a
+/// rollback counted twice this way). The writer sends the object's `resourceVersion`
+/// as the precondition; the apiserver refuses the stale write.
+#[tokio::test]
+async fn a_status_decided_on_an_older_object_is_not_written() {
+    use iq720_crds::TradingBotStatus;
+    use iq720_operator::shared::context::{Context, Settings};
+    use iq720_operator::shared::metrics::Metrics;
+    use iq720_operator::tradingbot::status::{Written, write};
+
+    let e = env().await;
+    let client = e.cluster.client.clone();
+    // No operator here: only this test writes the status.
+    apply_yaml(&client, Some(e.ns.name()), &bot_yaml("stale", ""))
+        .await
+        .unwrap();
+    let older = bots(&e).get("stale").await.unwrap();
+    let ctx = Context::new(client, Metrics::new().unwrap(), Settings::default(), None);
+    let first = TradingBotStatus {
+        phase: Some(TradingBotPhase::Running),
+        open_positions: Some(2),
+        ..Default::default()
+    };
+    let stored = write(&ctx, &older, first).await.unwrap();
+    let Written::Stored(newer) = stored else {
+        panic!("the first write is stored: {stored:?}");
+    };
+    // Decided again on the older object: refused, nothing changes.
+    let decided_on_older = TradingBotStatus {
+        phase: Some(TradingBotPhase::Failed),
+        open_positions: Some(0),
+        ..Default::default()
+    };
+    let again = write(&ctx, &older, decided_on_older.clone()).await.unwrap();
+    assert!(
+        matches!(again, Written::Stale),
+        "a status computed from an older object was written (landed: {})",
+        again.landed()
+    );
+    assert!(!again.landed());
+    let now = bots(&e).get("stale").await.unwrap();
+    let st = now.status.unwrap();
+    assert_eq!(st.phase, Some(TradingBotPhase::Running));
+    assert_eq!(st.open_positions, Some(2));
+    assert_eq!(
+        ctx.metrics
+            .stale_status_writes
+            .with_label_values(&["tradingbot"])
+            .get(),
+        1
+    );
+    // On the newest object the same status is written.
+    let written = write(&ctx, &newer, decided_on_older).await.unwrap();
+    assert!(
+        matches!(written, Written::Stored(_)),
+        "not stored on the newest object"
+    );
+    let st = bots(&e).get("stale").await.unwrap().status.unwrap();
+    assert_eq!(st.phase, Some(TradingBotPhase::Failed));
+    teardown(e).await;
+}

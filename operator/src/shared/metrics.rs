@@ -37,6 +37,9 @@ pub struct Metrics {
     pub emergency_stop_duration: HistogramVec,
     /// Status writes by controller (an idle bot causes none).
     pub status_writes: IntCounterVec,
+    /// Status writes refused because they were computed from an older object (409 on
+    /// the `resourceVersion` precondition); the newer object is reconciled instead.
+    pub stale_status_writes: IntCounterVec,
     /// Hot configuration reloads applied through the bot API.
     pub hot_reloads: IntCounterVec,
     /// 1 while this replica runs the controllers (holds the leader Lease), else 0.
@@ -130,6 +133,13 @@ impl Metrics {
             ),
             &["controller"],
         )?;
+        let stale_status_writes = IntCounterVec::new(
+            Opts::new(
+                "iq720_operator_stale_status_writes_total",
+                "Status writes refused because they were computed from an older object",
+            ),
+            &["controller"],
+        )?;
         let hot_reloads = IntCounterVec::new(
             Opts::new(
                 "iq720_operator_hot_reloads_total",
@@ -148,6 +158,7 @@ impl Metrics {
         registry.register(Box::new(emergency_stops.clone()))?;
         registry.register(Box::new(emergency_stop_duration.clone()))?;
         registry.register(Box::new(status_writes.clone()))?;
+        registry.register(Box::new(stale_status_writes.clone()))?;
         registry.register(Box::new(hot_reloads.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         let backups = IntCounterVec::new(
@@ -256,6 +267,7 @@ impl Metrics {
             emergency_stops,
             emergency_stop_duration,
             status_writes,
+            stale_status_writes,
             hot_reloads,
             leader,
             backups,

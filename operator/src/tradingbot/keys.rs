@@ -35,6 +35,7 @@
 //! The decisions ([`plan_idle`], [`progress`], [`new_key`], ...) are pure and
 //! unit-tested; [`step`] carries them out.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -50,7 +51,7 @@ use kube::api::{Api, PostParams};
 use kube::runtime::events::EventType;
 use tracing::{debug, info, warn};
 
-use super::status;
+use super::status::{self, Written};
 use crate::botlink::BotRef;
 use crate::botlink::client::BotEndpoint;
 use crate::botlink::token::{self, TokenError};
@@ -223,7 +224,7 @@ fn until(now: Timestamp, at: Timestamp) -> Duration {
 /// for the requeue. Failures are logged and retried; they never fail the reconcile.
 pub async fn step(
     ctx: &Context,
-    bot: &TradingBot,
+    bot: &mut Cow<'_, TradingBot>,
     target: &BotRef,
     endpoint: &BotEndpoint,
     gate: &Result<Gate, String>,
@@ -240,12 +241,16 @@ pub async fn step(
 
 async fn advance(
     ctx: &Context,
-    bot: &TradingBot,
+    current: &mut Cow<'_, TradingBot>,
     target: &BotRef,
     endpoint: &BotEndpoint,
     gate: &Result<Gate, String>,
     st: &mut TradingBotStatus,
 ) -> Result<Duration, KeyError> {
+    // The bot as this step found it (a cheap copy of the borrowed reference); `current`
+    // becomes the stored object when this step writes the status.
+    let found = current.clone();
+    let bot: &TradingBot = &found;
     let interval = iq720_contract::duration::parse(&bot.spec.api_keys.rotation_interval)?;
     let grace = iq720_contract::duration::parse(&bot.spec.api_keys.grace_period)?;
     let now = Timestamp::now();
@@ -314,7 +319,13 @@ async fn advance(
                     entry.last_rotation_request = Some(r.clone());
                 }
                 // The record first: a restart after it resumes, never starts over.
-                status::write(ctx, bot, st.clone()).await?;
+                match status::write(ctx, bot, st.clone()).await? {
+                    Written::Stored(stored) => *current = Cow::Owned(*stored),
+                    Written::Unchanged => {}
+                    // Decided on an older object: no key is added; the newer one decides.
+                    Written::Stale => return Ok(STEP_AGAIN),
+                }
+                let bot: &TradingBot = current;
                 if !existing.contains(&new) {
                     add_key(&api, secret, &new).await?;
                 }

@@ -23,6 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use std::borrow::Cow;
 use std::time::Duration;
 use tracing::{debug, warn};
 
@@ -296,7 +297,7 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner, fleet: &Fleet) -> R
         .map_err(Clone::clone);
     let hold = verdict.as_ref().map_or(true, |v| !v.may_run());
     // version rollout (rollout.rs): the version the template gets, halt, window bypass
-    let rollout = super::rollout::prepare(ctx, bot, &mut st, hold).await;
+    let (rollout, mut announce) = super::rollout::prepare(ctx, bot, &mut st, hold).await;
     let hold = hold && !rollout.bypass_window;
 
     // build, apply
@@ -416,14 +417,18 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner, fleet: &Fleet) -> R
                 Some(why) => pod_failing(ctx, bot, &mut st, why).await,
                 None => converse::starting(&mut st, "the bot pod is not ready yet", generation),
             }
-            let next = super::rollout::finish(ctx, bot, &mut st, None, stuck).await;
-            status::write(ctx, bot, st).await?;
+            let (next, later) = super::rollout::finish(ctx, bot, &mut st, None, stuck).await;
+            announce.merge(later);
+            let written = status::write(ctx, bot, st).await?;
+            announce.announce(ctx, bot, &written).await;
             return Ok(Action::requeue(next.map_or(requeue, |n| requeue.min(n))));
         }
         PodLookup::Missing => {
             converse::starting(&mut st, "the bot pod is not running yet", generation);
-            let next = super::rollout::finish(ctx, bot, &mut st, None, None).await;
-            status::write(ctx, bot, st).await?;
+            let (next, later) = super::rollout::finish(ctx, bot, &mut st, None, None).await;
+            announce.merge(later);
+            let written = status::write(ctx, bot, st).await?;
+            announce.announce(ctx, bot, &written).await;
             return Ok(Action::requeue(next.map_or(requeue, |n| requeue.min(n))));
         }
     };
@@ -431,6 +436,9 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner, fleet: &Fleet) -> R
     if fleet.stop_wanted_now(bot) {
         return give_way(owner);
     }
+    // The bot as last stored: a key rotation step stores its record mid-reconcile,
+    // and the final status write's precondition is that newer resourceVersion.
+    let mut current = Cow::Borrowed(bot);
     match converse::converse(ctx, bot, &pod.endpoint, &desired, &pause, &mut st).await {
         Ok(report) => {
             status::apply_report(&mut st, &report, generation);
@@ -446,7 +454,8 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner, fleet: &Fleet) -> R
                 .await;
             }
             // API token rotation (see keys.rs): one step, requeue by the next step's time.
-            let next_key_step = keys::step(ctx, bot, &target, &pod.endpoint, &gate, &mut st).await;
+            let next_key_step =
+                keys::step(ctx, &mut current, &target, &pod.endpoint, &gate, &mut st).await;
             requeue = requeue.min(next_key_step);
         }
         Err(Error::Bot(e)) => {
@@ -468,10 +477,14 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner, fleet: &Fleet) -> R
         }
         Err(e) => return Err(e),
     }
-    if let Some(next) = super::rollout::finish(ctx, bot, &mut st, Some(&pod.endpoint), None).await {
+    let bot: &TradingBot = &current;
+    let (next, later) = super::rollout::finish(ctx, bot, &mut st, Some(&pod.endpoint), None).await;
+    if let Some(next) = next {
         requeue = requeue.min(next);
     }
-    status::write(ctx, bot, st).await?;
+    announce.merge(later);
+    let written = status::write(ctx, bot, st).await?;
+    announce.announce(ctx, bot, &written).await;
     Ok(Action::requeue(requeue))
 }
 

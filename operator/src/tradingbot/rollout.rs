@@ -64,7 +64,7 @@ use kube::runtime::events::EventType;
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::status::set_condition;
+use super::status::{Written, set_condition};
 use crate::botlink::client::BotEndpoint;
 use crate::shared::conditions;
 use crate::shared::context::Context;
@@ -696,15 +696,50 @@ pub fn requeue(r: Option<&RolloutStatus>) -> Option<Duration> {
         .map(|_| ROLLOUT_REQUEUE)
 }
 
-async fn emit(ctx: &Context, bot: &TradingBot, notes: Vec<Note>) {
-    for n in notes {
-        let t = if n.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        info!(bot = %bot.name_any(), reason = n.reason, message = %n.message, "rollout");
-        ctx.event(bot, t, n.reason, "Rollout", n.message).await;
+/// Events and the rollback counter a reconcile's rollout steps decided. They are
+/// announced only after the status that records the decision is stored: a reconcile
+/// on an older cached object decides the same transition again, and its status write
+/// is refused ([`super::status::Written::Stale`]), so it announces nothing.
+#[derive(Debug, Default)]
+#[must_use = "announce after the status write"]
+pub struct Announcements {
+    notes: Vec<Note>,
+    rolled_back: bool,
+}
+
+impl Announcements {
+    /// Adds what a later step decided.
+    pub fn merge(&mut self, other: Announcements) {
+        self.notes.extend(other.notes);
+        self.rolled_back |= other.rolled_back;
+    }
+
+    /// Writes the Events and counts the rollback, unless the status write was stale.
+    pub async fn announce(self, ctx: &Context, bot: &TradingBot, written: &Written) {
+        if !written.landed() {
+            if !self.notes.is_empty() {
+                debug!(bot = %bot.name_any(), notes = self.notes.len(), "rollout: decided on an older object; not announced");
+            }
+            return;
+        }
+        if self.rolled_back {
+            ctx.metrics
+                .rollbacks
+                .with_label_values(&[
+                    &bot.namespace().unwrap_or_default(),
+                    bot.name_any().as_str(),
+                ])
+                .inc();
+        }
+        for n in self.notes {
+            let t = if n.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            info!(bot = %bot.name_any(), reason = n.reason, message = %n.message, "rollout");
+            ctx.event(bot, t, n.reason, "Rollout", n.message).await;
+        }
     }
 }
 
@@ -716,7 +751,7 @@ pub async fn prepare(
     bot: &TradingBot,
     st: &mut TradingBotStatus,
     hold: bool,
-) -> Plan {
+) -> (Plan, Announcements) {
     let w = Wanted::of(bot);
     let now = Timestamp::now();
     let mut r = st.rollout.clone().unwrap_or_default();
@@ -763,8 +798,13 @@ pub async fn prepare(
     if r != RolloutStatus::default() {
         st.rollout = Some(r);
     }
-    emit(ctx, bot, notes).await;
-    plan
+    (
+        plan,
+        Announcements {
+            notes,
+            rolled_back: false,
+        },
+    )
 }
 
 /// After the apply and the conversation: runs the health gate on what was seen,
@@ -776,7 +816,7 @@ pub async fn finish(
     st: &mut TradingBotStatus,
     endpoint: Option<&BotEndpoint>,
     stuck: Option<String>,
-) -> Option<Duration> {
+) -> (Option<Duration>, Announcements) {
     let w = Wanted::of(bot);
     let mut r = st.rollout.clone().unwrap_or_default();
     let pod_ready = endpoint.is_some();
@@ -804,24 +844,20 @@ pub async fn finish(
         probe,
     };
     let out = observe(&w, &mut r, &health, Timestamp::now());
-    if out.rolled_back {
-        ctx.metrics
-            .rollbacks
-            .with_label_values(&[
-                &bot.namespace().unwrap_or_default(),
-                bot.name_any().as_str(),
-            ])
-            .inc();
-    }
     if outputs(&w, &r, Timestamp::now()).bypass_window {
         unstick(ctx, bot, &r).await;
     }
     if r != RolloutStatus::default() {
         st.rollout = Some(r);
     }
-    emit(ctx, bot, out.notes).await;
     report(st, &w, bot.metadata.generation);
-    requeue(st.rollout.as_ref())
+    (
+        requeue(st.rollout.as_ref()),
+        Announcements {
+            notes: out.notes,
+            rolled_back: out.rolled_back,
+        },
+    )
 }
 
 /// Deletes the bot's pod when it still runs the failed version and is not Ready.

@@ -8,6 +8,7 @@ use iq720_crds::{TradingBot, TradingBotStatus};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
+use tracing::debug;
 
 use super::STATUS_MANAGER;
 use super::error::Result;
@@ -55,10 +56,40 @@ pub fn find_condition<'a>(
     crate::shared::conditions::find(&st.conditions, type_)
 }
 
-/// Writes the status when it differs from the stored one. Returns whether it wrote.
-pub async fn write(ctx: &Context, bot: &TradingBot, new: TradingBotStatus) -> Result<bool> {
+/// What [`write`] did.
+#[derive(Debug, Clone)]
+pub enum Written {
+    /// The new status was stored; the object as the apiserver returned it (its new
+    /// `resourceVersion` is the precondition of a later write in the same reconcile).
+    Stored(Box<TradingBot>),
+    /// Nothing to store: equal to the stored status, or only live figures changed
+    /// and their bounded write rate is not due.
+    Unchanged,
+    /// The status was computed from an object that is no longer the newest (another
+    /// write came first). Nothing was stored; the newer object triggers a new
+    /// reconcile, which computes the status again.
+    Stale,
+}
+
+impl Written {
+    /// Whether what this reconcile decided is now the stored truth (or was already),
+    /// so that its Events and counters may be announced. False only for [`Written::Stale`].
+    pub fn landed(&self) -> bool {
+        !matches!(self, Written::Stale)
+    }
+}
+
+/// Writes the status when it differs from the stored one.
+///
+/// Why the `resourceVersion` precondition: a reconcile can run on a cached object
+/// that is older than the last status write (a pod event arrives before the watch
+/// delivers that write). A status computed from it would undo the newer one and
+/// announce the same transition twice (for example a rollback: two Events and the
+/// counter at 2). With the object's `resourceVersion` in the apply patch the
+/// apiserver refuses such a write (409), and the caller announces nothing.
+pub async fn write(ctx: &Context, bot: &TradingBot, new: TradingBotStatus) -> Result<Written> {
     if bot.status.as_ref() == Some(&new) {
-        return Ok(false);
+        return Ok(Written::Unchanged);
     }
     let key = format!(
         "{}/{}/{}",
@@ -71,21 +102,35 @@ pub async fn write(ctx: &Context, bot: &TradingBot, new: TradingBotStatus) -> Re
         && !ctx.figures_due(&key)
     {
         // Live figures change at every poll; they reach the status at a bounded rate.
-        return Ok(false);
+        return Ok(Written::Unchanged);
     }
     let api: Api<TradingBot> =
         Api::namespaced(ctx.client.clone(), &bot.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": TradingBot::api_version(&()),
         "kind": TradingBot::kind(&()),
+        "metadata": { "resourceVersion": bot.resource_version() },
         "status": new,
     });
-    api.patch_status(
-        &bot.name_any(),
-        &PatchParams::apply(STATUS_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let stored = match api
+        .patch_status(
+            &bot.name_any(),
+            &PatchParams::apply(STATUS_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(stored) => stored,
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            debug!(bot = %bot.name_any(), "status computed from an older object; not written");
+            ctx.metrics
+                .stale_status_writes
+                .with_label_values(&[super::CONTROLLER])
+                .inc();
+            return Ok(Written::Stale);
+        }
+        Err(e) => return Err(e.into()),
+    };
     ctx.metrics
         .status_writes
         .with_label_values(&[super::CONTROLLER])
@@ -97,7 +142,7 @@ pub async fn write(ctx: &Context, bot: &TradingBot, new: TradingBotStatus) -> Re
         &bot.name_any(),
         Some(phase),
     );
-    Ok(true)
+    Ok(Written::Stored(Box::new(stored)))
 }
 
 /// What the operator learned from the bot's `/status` and `/performance`.
