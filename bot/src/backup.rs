@@ -8,6 +8,7 @@
 //! running bot holds for its whole life) before it writes anything, so `restore --force`
 //! can never swap the database out from under a live bot: it fails naming the holder.
 
+use crate::digest::{self, HashingWriter, Written, hex};
 use crate::store::lock::{DataDirLock, LOCK_FILE, LockError};
 use crate::store::{DB_FILE, migrations::SCHEMA_VERSION};
 use flate2::Compression;
@@ -86,27 +87,10 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// sha256 and size of a file.
 pub fn sha256_file(path: &Path) -> Result<(String, u64), BackupError> {
-    let mut f = File::open(path).map_err(io_err(format!("open {}", path.display())))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(io_err(format!("read {}", path.display())))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        h.update(&buf[..n]);
-    }
-    Ok((hex(&h.finalize()), size))
+    let w = digest::sha256_file(path).map_err(io_err(format!("read {}", path.display())))?;
+    Ok((w.sha256, w.bytes))
 }
 
 /// Copy a live database to `dest` with SQLite's online backup API. The copy is done in
@@ -141,7 +125,11 @@ pub fn snapshot_db(src_db: &Path, dest: &Path) -> Result<i64, BackupError> {
 }
 
 /// Snapshot `src_db` and write the archive to `out`; `work_dir` holds the temporary copy.
-pub fn create_archive(src_db: &Path, out: &Path, work_dir: &Path) -> Result<Manifest, BackupError> {
+pub fn create_archive(
+    src_db: &Path,
+    out: &Path,
+    work_dir: &Path,
+) -> Result<(Manifest, Written), BackupError> {
     std::fs::create_dir_all(work_dir).map_err(io_err(format!("create {}", work_dir.display())))?;
     let tmp_db = work_dir.join(format!(
         ".backup-{}-{}.db",
@@ -163,7 +151,11 @@ pub fn create_archive(src_db: &Path, out: &Path, work_dir: &Path) -> Result<Mani
             }],
         };
         let file = File::create(out).map_err(io_err(format!("create {}", out.display())))?;
-        let mut tar = tar::Builder::new(GzEncoder::new(file, Compression::fast()));
+        // Hashed as it is written: the archive's sha256 is announced with the stream.
+        let mut tar = tar::Builder::new(GzEncoder::new(
+            HashingWriter::new(io::BufWriter::new(file)),
+            Compression::fast(),
+        ));
         let mjson = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| BackupError::Invalid(e.to_string()))?;
         let mut header = tar::Header::new_gnu();
@@ -176,9 +168,16 @@ pub fn create_archive(src_db: &Path, out: &Path, work_dir: &Path) -> Result<Mani
         tar.append_path_with_name(&tmp_db, DB_FILE)
             .map_err(io_err("write database"))?;
         let gz = tar.into_inner().map_err(io_err("finish archive"))?;
-        let file = gz.finish().map_err(io_err("finish archive"))?;
+        let (buffered, written) = gz
+            .finish()
+            .and_then(HashingWriter::finish)
+            .map_err(io_err("finish archive"))?;
+        let file = buffered
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .map_err(io_err("finish archive"))?;
         file.sync_all().map_err(io_err("sync archive"))?;
-        Ok(manifest)
+        Ok((manifest, written))
     })();
     let _ = std::fs::remove_file(&tmp_db);
     result
@@ -393,7 +392,12 @@ mod tests {
         let src = tmp.path().join("src");
         let store = seeded(&src);
         let archive = tmp.path().join("b.tar.gz");
-        let m = create_archive(store.path(), &archive, tmp.path()).unwrap();
+        let (m, written) = create_archive(store.path(), &archive, tmp.path()).unwrap();
+        assert_eq!(
+            digest::sha256_file(&archive).unwrap(),
+            written,
+            "the announced sha256 is the archive's"
+        );
         assert_eq!(m.schema_version, SCHEMA_VERSION);
         let (vm, _) = verify_archive(&archive, &tmp.path().join("v")).unwrap();
         assert_eq!(vm, m);

@@ -43,7 +43,7 @@ fn main() -> ExitCode {
                 work
             };
             match backup::create_archive(&db, &out, &work) {
-                Ok(m) => print_json(&m),
+                Ok((m, _)) => print_json(&m),
                 Err(e) => fail(1, &e.to_string()),
             }
         }

@@ -27,6 +27,7 @@ use iq720_contract::maintenance::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::digest::{HashingWriter, hex, sha256_file};
 use crate::logging::CleanupCandidate;
 use crate::store::{Store, StoreError};
 
@@ -44,37 +45,8 @@ pub enum ArchiveError {
     Invalid(String),
 }
 
-/// A writer that counts and hashes what passes through it.
-struct Hashing<W> {
-    inner: W,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A written archive file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Written {
-    /// sha256 (hex) of the file.
-    pub sha256: String,
-    /// Size in bytes.
-    pub bytes: u64,
-}
+/// A written archive file: its sha256 and size.
+pub use crate::digest::Written;
 
 /// Writes the rows a prune at `cutoff_ms` would delete to `out` (gzip'd JSON lines,
 /// manifest last) and returns the manifest. Nothing is deleted.
@@ -85,11 +57,7 @@ pub fn write_prune_archive(
 ) -> Result<(PruneArchiveManifest, Written), ArchiveError> {
     let file = File::create(out)?;
     let mut gz = GzEncoder::new(
-        Hashing {
-            inner: io::BufWriter::new(file),
-            hasher: Sha256::new(),
-            bytes: 0,
-        },
+        HashingWriter::new(io::BufWriter::new(file)),
         Compression::default(),
     );
     let (sel, counts) = store.export_prunable(cutoff_ms, &mut |v| {
@@ -108,20 +76,12 @@ pub fn write_prune_archive(
     serde_json::to_writer(&mut gz, &serde_json::json!({ "manifest": manifest }))
         .map_err(io::Error::from)?;
     gz.write_all(b"\n")?;
-    let mut hashing = gz.finish()?;
-    hashing.flush()?;
-    let file = hashing
-        .inner
+    let (buffered, written) = gz.finish()?.finish()?;
+    let file = buffered
         .into_inner()
         .map_err(|e| ArchiveError::Io(e.into_error()))?;
     file.sync_all()?;
-    Ok((
-        manifest,
-        Written {
-            sha256: hex(&hashing.hasher.finalize()),
-            bytes: hashing.bytes,
-        },
-    ))
+    Ok((manifest, written))
 }
 
 /// What a trade-history archive holds, as read back.
@@ -204,13 +164,6 @@ pub fn read_prune_archive(reader: impl Read) -> Result<PruneArchiveContent, Arch
     })
 }
 
-fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    io::copy(&mut f, &mut h)?;
-    Ok(hex(&h.finalize()))
-}
-
 /// Writes `files` (rotated logs) to a tar at `out`, `MANIFEST.json` first, and returns
 /// the manifest. Nothing is deleted.
 pub fn write_log_archive(
@@ -222,7 +175,7 @@ pub fn write_log_archive(
         listed.push(LogFile {
             name: f.name.clone(),
             bytes: std::fs::metadata(&f.path)?.len(),
-            sha256: Some(sha256_file(&f.path)?),
+            sha256: Some(sha256_file(&f.path)?.sha256),
         });
     }
     let manifest = LogArchiveManifest {
@@ -231,11 +184,7 @@ pub fn write_log_archive(
         created_ms: jiff::Timestamp::now().as_millisecond(),
     };
     let file = File::create(out)?;
-    let mut tar = tar::Builder::new(Hashing {
-        inner: io::BufWriter::new(file),
-        hasher: Sha256::new(),
-        bytes: 0,
-    });
+    let mut tar = tar::Builder::new(HashingWriter::new(io::BufWriter::new(file)));
     let body = serde_json::to_vec_pretty(&manifest).map_err(io::Error::from)?;
     let mut header = tar::Header::new_gnu();
     header.set_size(body.len() as u64);
@@ -246,20 +195,12 @@ pub fn write_log_archive(
     for f in files {
         tar.append_path_with_name(&f.path, &f.name)?;
     }
-    let mut hashing = tar.into_inner()?;
-    hashing.flush()?;
-    let file = hashing
-        .inner
+    let (buffered, written) = tar.into_inner()?.finish()?;
+    let file = buffered
         .into_inner()
         .map_err(|e| ArchiveError::Io(e.into_error()))?;
     file.sync_all()?;
-    Ok((
-        manifest,
-        Written {
-            sha256: hex(&hashing.hasher.finalize()),
-            bytes: hashing.bytes,
-        },
-    ))
+    Ok((manifest, written))
 }
 
 /// Reads a log archive and checks it: the manifest comes first and every file it

@@ -169,10 +169,6 @@ where
     S3RestoreError::Api { operation, message }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Streams the object into `path` and checks its sha256 against the object's
 /// metadata and `expected`. Returns the sha256 and size.
 async fn download_checked(
@@ -205,7 +201,7 @@ async fn download_checked(
         file.write_all(&chunk).await?;
     }
     file.sync_all().await?;
-    let sha = hex(&hasher.finalize());
+    let sha = crate::digest::hex(&hasher.finalize());
     match &meta_sha {
         Some(m) if *m != sha => {
             return Err(S3RestoreError::Checksum(format!(

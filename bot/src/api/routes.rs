@@ -9,6 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use iq720_contract::maintenance::HEADER_ARCHIVE_SHA256;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -360,7 +361,7 @@ pub async fn put_datasource(
 
 /// `POST /api/v1/backup`: stream a `tar.gz` backup archive.
 pub async fn backup(State(bot): State<AppState>) -> Result<Response, ApiError> {
-    let (file, manifest) = blocking(&bot, |b| {
+    let (file, manifest, written) = blocking(&bot, |b| {
         let db = b.store.path().to_path_buf();
         let work = db
             .parent()
@@ -370,12 +371,12 @@ pub async fn backup(State(bot): State<AppState>) -> Result<Response, ApiError> {
             "backup-{}.tar.gz",
             jiff::Timestamp::now().as_nanosecond()
         ));
-        let manifest = crate::backup::create_archive(&db, &out, &work)
+        let (manifest, written) = crate::backup::create_archive(&db, &out, &work)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let file = std::fs::File::open(&out).map_err(|e| ApiError::internal(e.to_string()))?;
         // Unlink now: the open handle keeps the data readable and nothing is left behind.
         let _ = std::fs::remove_file(&out);
-        Ok((file, manifest))
+        Ok((file, manifest, written))
     })
     .await?;
     info!(
@@ -414,6 +415,11 @@ pub async fn backup(State(bot): State<AppState>) -> Result<Response, ApiError> {
         && let Ok(v) = HeaderValue::from_str(&f.sha256)
     {
         h.insert("x-iq720-db-sha256", v);
+    }
+    // The archive's own checksum: the operator stores it as object metadata when the
+    // upload starts and completes the upload only if the bytes it sent match.
+    if let Ok(v) = HeaderValue::from_str(&written.sha256) {
+        h.insert(HEADER_ARCHIVE_SHA256, v);
     }
     h.insert(
         "x-iq720-schema-version",

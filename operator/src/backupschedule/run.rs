@@ -1,6 +1,6 @@
 //! Taking one bot's backup: the bot's consistent snapshot (`POST /api/v1/backup`,
 //! SQLite online backup plus manifest, as `tar.gz`) streamed straight into an S3
-//! multipart upload ([`crate::shared::s3::stream_to_s3`]).
+//! multipart upload ([`crate::shared::s3::store_with_sha256`]).
 //!
 //! Why streamed: a trade database can be large, and the operator runs with little
 //! memory and a read-only root file system. Only one part (a few MiB) is held at a
@@ -27,11 +27,12 @@ use crate::botlink::endpoint::{self, PodLookup};
 use crate::botlink::token;
 use crate::shared::context::Context;
 
+use crate::shared::s3::store_with_sha256;
 pub use crate::shared::s3::{
     MANAGED_BY, META_BOT, META_MANAGED_BY, META_NAMESPACE, META_SCHEDULE, META_SHA256, S3Target,
     connect,
 };
-use crate::shared::s3::{stream_to_s3, write_metadata};
+use iq720_contract::maintenance::HEADER_ARCHIVE_SHA256;
 
 /// Content type of a backup archive.
 const CONTENT_TYPE: &str = "application/gzip";
@@ -175,7 +176,7 @@ async fn attempt(
         }
     };
     let head_wait = deadline.saturating_duration_since(Instant::now());
-    let body = ctx
+    let (headers, body) = ctx
         .bots
         .call_stream(
             &pod.endpoint,
@@ -186,34 +187,28 @@ async fn attempt(
         .await?;
     let key = object_key(&s3.prefix, &ns, &name, Timestamp::now());
     info!(bot = %name, namespace = %ns, key = %key, "snapshot received; streaming it to S3");
-    let mut metadata = HashMap::from([
+    let metadata = HashMap::from([
         (META_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
         (META_NAMESPACE.to_string(), ns.clone()),
         (META_BOT.to_string(), name.clone()),
         (META_SCHEDULE.to_string(), schedule.name_any()),
     ]);
-    let uploaded = stream_to_s3(
+    // The bot hashes the archive as it writes it; an older bot announces nothing and
+    // the checksum is then written after the upload.
+    let announced = headers
+        .get(HEADER_ARCHIVE_SHA256)
+        .and_then(|v| v.to_str().ok());
+    let uploaded = store_with_sha256(
         s3,
         &key,
         CONTENT_TYPE,
-        &metadata,
+        metadata,
         body,
         settings.part_size,
+        announced,
         deadline,
     )
     .await?;
-    metadata.insert(META_SHA256.to_string(), uploaded.sha256.clone());
-    if let Err(e) = write_metadata(s3, &key, CONTENT_TYPE, metadata, deadline).await {
-        // Without its checksum the object is not a backup: remove it.
-        let _ = s3
-            .client
-            .delete_object()
-            .bucket(&s3.bucket)
-            .key(&key)
-            .send()
-            .await;
-        return Err(e.into());
-    }
     info!(bot = %name, namespace = %ns, key = %key, size = uploaded.size, "backup uploaded");
     Ok(BackupRecord {
         bot: name,

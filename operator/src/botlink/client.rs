@@ -126,9 +126,9 @@ impl BotApi {
         self.request(endpoint, method, path, body, timeout).await
     }
 
-    /// Sends one request without a body and returns the answer's body unread, as a
-    /// stream of frames, for answers too large to hold in memory (the backup archive
-    /// of `POST /api/v1/backup`). `timeout` bounds only the wait for the response
+    /// Sends one request without a body and returns the answer's headers and its body
+    /// unread, as a stream of frames, for answers too large to hold in memory (the
+    /// backup archive of `POST /api/v1/backup`). `timeout` bounds only the wait for the response
     /// head; the caller bounds reading the body. A non-200 answer is read (it is a
     /// small JSON error) and returned as [`BotApiError::Status`].
     pub async fn call_stream(
@@ -137,7 +137,7 @@ impl BotApi {
         method: Method,
         path: &str,
         timeout: Option<Duration>,
-    ) -> Result<hyper::body::Incoming, BotApiError> {
+    ) -> Result<(http::HeaderMap, hyper::body::Incoming), BotApiError> {
         let uri = format!("{}{}", endpoint.base, path);
         let request = Request::builder()
             .method(method)
@@ -151,10 +151,11 @@ impl BotApi {
             .map_err(|_| BotApiError::Unreachable(format!("{path} timed out after {deadline:?}")))?
             .map_err(|e| BotApiError::Unreachable(format!("{path}: {e}")))?;
         let status = response.status();
+        let (parts, body) = response.into_parts();
         if status == StatusCode::OK {
-            return Ok(response.into_body());
+            return Ok((parts.headers, body));
         }
-        let bytes = tokio::time::timeout(deadline, response.into_body().collect())
+        let bytes = tokio::time::timeout(deadline, body.collect())
             .await
             .map_err(|_| BotApiError::Unreachable(format!("{path} body timed out")))?
             .map_err(|e| BotApiError::Unreachable(format!("{path} body: {e}")))?

@@ -39,7 +39,7 @@ use crate::botlink::client::{BotApiError, BotEndpoint};
 use crate::shared::context::Context;
 use crate::shared::s3::{
     self, ARCHIVE_DIR, MANAGED_BY, META_BOT, META_MANAGED_BY, META_NAMESPACE, META_ROWS,
-    META_SHA256, META_WINDOW, S3Error, S3Target,
+    META_WINDOW, S3Error, S3Target,
 };
 
 /// Size of one multipart part.
@@ -164,16 +164,18 @@ async fn store_and_fetch(
     bot_sha: Option<&str>,
     deadline: tokio::time::Instant,
 ) -> Result<(s3::Uploaded, tempfile::TempDir, std::path::PathBuf), ArchiveError> {
-    let up = s3::stream_to_s3(s3, key, content_type, &meta, body, PART_SIZE, deadline).await?;
-    if bot_sha.is_some_and(|b| b != up.sha256) {
-        return Err(ArchiveError::Verify(format!(
-            "the bot's sha256 of the archive differs from the uploaded bytes' ({})",
-            up.sha256
-        )));
-    }
-    let mut meta = meta;
-    meta.insert(META_SHA256.to_string(), up.sha256.clone());
-    s3::write_metadata(s3, key, content_type, meta, deadline).await?;
+    // With the bot's sha256 the upload completes only if the bytes match it.
+    let up = s3::store_with_sha256(
+        s3,
+        key,
+        content_type,
+        meta,
+        body,
+        PART_SIZE,
+        bot_sha,
+        deadline,
+    )
+    .await?;
     let dir = tempfile::tempdir().map_err(S3Error::Io)?;
     let path = dir.path().join("archive");
     let (sha, meta_sha) = tokio::time::timeout_at(deadline, s3::download_to_file(s3, key, &path))

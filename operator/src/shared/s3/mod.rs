@@ -11,7 +11,7 @@ mod download;
 mod upload;
 
 pub use download::download_to_file;
-pub use upload::{Uploaded, stream_to_s3, write_metadata};
+pub use upload::{PARTS_IN_FLIGHT, Uploaded, store_with_sha256, stream_to_s3, write_metadata};
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation};
 use iq720_crds::common::S3Location;
