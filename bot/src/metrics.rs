@@ -29,6 +29,9 @@ pub struct Metrics {
     pub http_requests_total: IntCounterVec,
     /// Rejected API authentications by reason.
     pub auth_failures_total: IntCounterVec,
+    /// Unix time (seconds) of the last request authenticated with each token (label
+    /// `token`: the token's id, the key name of the token Secret, never its value).
+    pub token_last_used: GaugeVec,
     /// How late the engine loop woke up, seconds.
     pub loop_lag: Gauge,
     /// Tick to decision latency.
@@ -100,6 +103,13 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
+            token_last_used: GaugeVec::new(
+                Opts::new(
+                    "iq720_bot_token_last_used_timestamp_seconds",
+                    "Unix time of the last request authenticated with the token (by id)",
+                ),
+                &["token"],
+            )?,
             loop_lag: Gauge::new(
                 "iq720_bot_engine_loop_lag_seconds",
                 "How late the engine loop last woke up",
@@ -142,6 +152,7 @@ impl Metrics {
         r.register(Box::new(m.active_source.clone()))?;
         r.register(Box::new(m.http_requests_total.clone()))?;
         r.register(Box::new(m.auth_failures_total.clone()))?;
+        r.register(Box::new(m.token_last_used.clone()))?;
         r.register(Box::new(m.loop_lag.clone()))?;
         r.register(Box::new(m.tick_to_decision.clone()))?;
         r.register(Box::new(m.halted.clone()))?;
@@ -150,6 +161,9 @@ impl Metrics {
         r.register(Box::new(m.consecutive_failed_iterations.clone()))?;
         for outcome in ["win", "loss"] {
             m.trades_total.with_label_values(&[outcome]);
+        }
+        for reason in crate::api::security::REASONS {
+            m.auth_failures_total.with_label_values(&[reason]);
         }
         Ok(m)
     }
@@ -182,5 +196,6 @@ mod tests {
         assert!(text.contains("iq720_bot_trades_total{outcome=\"win\"} 0"));
         assert!(text.contains("iq720_bot_engine_iteration_failures_total 0"));
         assert!(text.contains("iq720_bot_engine_consecutive_failed_iterations 0"));
+        assert!(text.contains("iq720_bot_auth_failures_total{reason=\"invalid\"} 0"));
     }
 }

@@ -81,6 +81,9 @@ pub struct StatusResponse {
     /// Seconds since the engine loop last completed an iteration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_loop_age_seconds: Option<f64>,
+    /// Schema version of the bot's database (`PRAGMA user_version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<i64>,
 }
 
 /// `marketData` of the status (also the body of `GET /api/v1/datasource`).
@@ -336,6 +339,49 @@ pub struct ErrorDetail {
     pub code: String,
     /// Human-readable message.
     pub message: String,
+}
+
+/// `GET /api/v1/security`: the bot's authentication audit since it started.
+///
+/// Why: the runbook's security audit asks who uses the API and whether anyone knocks
+/// with a wrong token. The answer names tokens by their *id* (the key name of the token
+/// Secret, which is the file name in the mounted token directory) and never carries a
+/// token value or any part of one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityResponse {
+    /// Rejected authentications.
+    pub auth_failures: AuthFailures,
+    /// The tokens the bot accepts now, with their use.
+    pub tokens: Vec<TokenUse>,
+}
+
+/// Rejected authentications since the bot started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthFailures {
+    /// All rejected `/api/v1` requests.
+    pub total: u64,
+    /// Rejections by reason: `missing` (no Authorization header), `malformed` (not
+    /// `Bearer <token>`), `invalid` (an unknown token), `no_tokens_configured`.
+    #[serde(default)]
+    pub by_reason: BTreeMap<String, u64>,
+    /// When the last rejection happened (RFC 3339), `null` before the first.
+    #[serde(default)]
+    pub last_failure_at: Option<String>,
+}
+
+/// One accepted token and its use since the bot started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenUse {
+    /// The token's id: its key name in the token Secret (e.g. `token-1767225600`).
+    pub id: String,
+    /// When a request last authenticated with it (RFC 3339), `null` if never.
+    #[serde(default)]
+    pub last_used_at: Option<String>,
+    /// Requests that authenticated with it.
+    pub uses: u64,
 }
 
 #[cfg(test)]

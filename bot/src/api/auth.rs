@@ -2,7 +2,9 @@
 //!
 //! Every regular file (symlinks followed, so the kubelet's `..data` layout works) whose
 //! name does not start with `.` holds one token: its trimmed content. Any token present is
-//! valid, so an old and a new token overlap during a rotation.
+//! valid, so an old and a new token overlap during a rotation. The file name (the key
+//! of the token Secret, e.g. `token-1767225600`) is the token's *id*: the security
+//! audit ([`super::security`]) names tokens by it, never by their value.
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -10,19 +12,41 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tracing::{info, warn};
 
+use super::security::Audit;
+
 /// Largest token file read (bytes); bigger files are ignored.
 const MAX_TOKEN_FILE: u64 = 4096;
 /// Shortest accepted token.
 const MIN_TOKEN_LEN: usize = 8;
 
-/// The current token set.
-pub struct TokenStore {
-    dir: PathBuf,
-    tokens: RwLock<Vec<String>>,
+/// One accepted token: its id (the file name) and its value (secret).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The file name, i.e. the key of the token Secret. Not secret.
+    pub id: String,
+    /// The token itself.
+    pub value: String,
 }
 
-/// Read all tokens in `dir`.
-pub fn read_tokens(dir: &Path) -> std::io::Result<Vec<String>> {
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("id", &self.id)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The current token set, and the audit of its use.
+pub struct TokenStore {
+    dir: PathBuf,
+    tokens: RwLock<Vec<Token>>,
+    audit: Audit,
+}
+
+/// Read all tokens in `dir`, sorted by file name (a value found under two names keeps
+/// the first).
+pub fn read_tokens(dir: &Path) -> std::io::Result<Vec<Token>> {
     let mut tokens = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).collect();
     entries.sort_by_key(|e| e.file_name());
@@ -40,8 +64,11 @@ pub fn read_tokens(dir: &Path) -> std::io::Result<Vec<String>> {
         }
         if let Ok(text) = std::fs::read_to_string(entry.path()) {
             let t = text.trim();
-            if t.len() >= MIN_TOKEN_LEN && !tokens.iter().any(|x| x == t) {
-                tokens.push(t.to_string());
+            if t.len() >= MIN_TOKEN_LEN && !tokens.iter().any(|x: &Token| x.value == t) {
+                tokens.push(Token {
+                    id: name.to_string_lossy().into_owned(),
+                    value: t.to_string(),
+                });
             }
         }
     }
@@ -62,6 +89,7 @@ impl TokenStore {
         let s = TokenStore {
             dir: dir.to_path_buf(),
             tokens: RwLock::new(Vec::new()),
+            audit: Audit::default(),
         };
         s.reload();
         s
@@ -88,12 +116,30 @@ impl TokenStore {
 
     /// Whether `presented` is one of the current tokens.
     pub fn check(&self, presented: &str) -> bool {
-        match self.tokens.read() {
-            Ok(t) => t.iter().fold(false, |ok, tok| {
-                ct_eq(tok.as_bytes(), presented.as_bytes()) | ok
-            }),
-            Err(_) => false,
-        }
+        self.identify(presented).is_some()
+    }
+
+    /// The id of the current token equal to `presented`, if any. Every token is
+    /// compared in full, whichever matches.
+    pub fn identify(&self, presented: &str) -> Option<String> {
+        let tokens = self.tokens.read().ok()?;
+        tokens.iter().fold(None, |found, tok| {
+            let hit = ct_eq(tok.value.as_bytes(), presented.as_bytes());
+            found.or_else(|| hit.then(|| tok.id.clone()))
+        })
+    }
+
+    /// Ids of the current tokens, sorted.
+    pub fn ids(&self) -> Vec<String> {
+        self.tokens
+            .read()
+            .map(|t| t.iter().map(|tok| tok.id.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The record of failed and successful authentications.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
     }
 
     /// Number of tokens loaded.
@@ -139,6 +185,10 @@ mod tests {
         assert!(!s.check("hidden-token-xx"));
         assert!(!s.check("abc"));
         assert!(!s.check(""));
+        assert_eq!(s.identify("secret-token-one").as_deref(), Some("token"));
+        assert_eq!(s.identify("secret-token-two").as_deref(), Some("second"));
+        assert_eq!(s.identify("secret-token-three"), None);
+        assert_eq!(s.ids(), vec!["second".to_string(), "token".to_string()]);
         std::fs::remove_file(d.join("second")).unwrap();
         s.reload();
         assert!(!s.check("secret-token-two"));

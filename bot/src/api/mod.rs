@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod maintenance;
 pub mod routes;
+pub mod security;
 
 use crate::runner::{Bot, ControlError};
 use axum::Json;
@@ -106,6 +107,7 @@ const ROUTES: &[&str] = &[
     "/api/v1/maintenance/prune/archive",
     "/api/v1/maintenance/logs",
     "/api/v1/maintenance/logs/archive",
+    "/api/v1/security",
 ];
 
 async fn count_requests(State(bot): State<AppState>, req: Request, next: Next) -> Response {
@@ -143,20 +145,24 @@ async fn require_token(State(bot): State<AppState>, req: Request, next: Next) ->
         .headers()
         .get(header::AUTHORIZATION)
         .map(|h| h.to_str().unwrap_or(""));
-    let reason = match auth_header {
-        None => Some("missing"),
+    let verdict = match auth_header {
+        None => Err("missing"),
         Some(h) => match h.strip_prefix("Bearer ").map(str::trim) {
-            None | Some("") => Some("malformed"),
-            Some(token) if bot.tokens.check(token) => None,
-            Some(_) if bot.tokens.is_empty() => Some("no_tokens_configured"),
-            Some(_) => Some("invalid"),
+            None | Some("") => Err("malformed"),
+            Some(token) => match bot.tokens.identify(token) {
+                Some(id) => Ok(id),
+                None if bot.tokens.is_empty() => Err("no_tokens_configured"),
+                None => Err("invalid"),
+            },
         },
     };
-    if let Some(reason) = reason {
+    let now = jiff::Timestamp::now();
+    if let Err(reason) = verdict {
         bot.metrics
             .auth_failures_total
             .with_label_values(&[reason])
             .inc();
+        bot.tokens.audit().failure(reason, now);
         warn!(
             target: "security",
             event = "auth_failure",
@@ -179,6 +185,13 @@ async fn require_token(State(bot): State<AppState>, req: Request, next: Next) ->
         resp.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return resp;
+    }
+    if let Ok(id) = &verdict {
+        bot.tokens.audit().used(id, now);
+        bot.metrics
+            .token_last_used
+            .with_label_values(&[id.as_str()])
+            .set(now.as_millisecond() as f64 / 1000.0);
     }
     let resp = next.run(req).await;
     bot.note_api_request();
@@ -219,6 +232,7 @@ pub fn router(bot: AppState) -> Router {
         )
         .route("/maintenance/logs", post(maintenance::logs))
         .route("/maintenance/logs/archive", post(maintenance::logs_archive))
+        .route("/security", get(security::security))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(bot.clone(), require_token));
