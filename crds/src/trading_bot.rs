@@ -682,6 +682,26 @@ pub struct TradingBotStatus {
     /// progress, a version that failed and is not retried, and recent outcomes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
+    /// Security audit of the bot's API as the bot reports it (`GET /api/v1/security`):
+    /// rejected authentications since the bot process started. Updated when the figures
+    /// change; an `AuthFailures` Warning Event marks each increase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecurityStatus>,
+}
+
+/// The bot's API security audit, from `GET /api/v1/security`. Never contains a token;
+/// the per-token use (by the token Secret's key name) is in the bot's own answer and in
+/// its metric `iq720_bot_token_last_used_timestamp_seconds`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityStatus {
+    /// Requests to the bot's API rejected for a missing, malformed or unknown bearer
+    /// token since the bot process started (a restart starts again from zero).
+    #[serde(default)]
+    pub auth_failures: i64,
+    /// When the bot last rejected a request (absent before the first rejection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_auth_failure_at: Option<Time>,
 }
 
 /// Version rollouts of a bot. A change of `spec.version` away from `stableVersion`

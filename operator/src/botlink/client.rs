@@ -17,7 +17,7 @@ use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use iq720_contract::api::{
     CloseAllResponse, ConfigResponse, ErrorResponse, PauseResponse, PerformanceResponse,
-    ResumeResponse, StatusResponse,
+    ResumeResponse, SecurityResponse, StatusResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -239,6 +239,12 @@ impl BotApi {
     /// `GET /api/v1/performance`.
     pub async fn performance(&self, ep: &BotEndpoint) -> Result<PerformanceResponse, BotApiError> {
         self.request::<Value, _>(ep, Method::GET, "/api/v1/performance", None, None)
+            .await
+    }
+
+    /// `GET /api/v1/security`: the bot's authentication audit (token ids, never values).
+    pub async fn security(&self, ep: &BotEndpoint) -> Result<SecurityResponse, BotApiError> {
+        self.request::<Value, _>(ep, Method::GET, "/api/v1/security", None, None)
             .await
     }
 

@@ -3,13 +3,22 @@
 //!
 //! Why a separate step: these are the changes that must never restart the pod, and
 //! pause must keep working even when the rest of the spec is invalid.
+//!
+//! The same poll reads the bot's security audit (`GET /api/v1/security`, once) into
+//! `status.security`: only the count of rejected authentications and the time of the
+//! last one, truncated to whole seconds as the status stores it, so an idle bot's
+//! status never changes and is never written. A Warning Event `AuthFailures` marks each
+//! poll that finds new rejections.
 
-use iq720_crds::trading_bot::TradingBotPhase;
+use iq720_contract::api::SecurityResponse;
+use iq720_crds::trading_bot::{SecurityStatus, TradingBotPhase};
 use iq720_crds::{TradingBot, TradingBotStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use serde_json::json;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::build::{self, DesiredObjects};
 use super::error::Result;
@@ -160,7 +169,84 @@ pub async fn converse(
     sync_pause(ctx, bot, ep, pause).await?;
     let status_json = ctx.bots.status(ep).await?;
     let performance = ctx.bots.performance(ep).await?;
+    audit(ctx, bot, ep, st).await;
     Ok(BotReport::from_api(&status_json, &performance))
+}
+
+/// The status figures of a security audit, and how many rejections are new since
+/// `stored` (0 when none). New rejections are told by a later `lastAuthFailureAt`, so
+/// a bot restart (its count starts again from zero) is no increase until it rejects
+/// again; then the new count is the bot's total when it is below the stored one.
+pub fn fold_security(
+    stored: Option<&SecurityStatus>,
+    audit: &SecurityResponse,
+) -> (SecurityStatus, i64) {
+    let total = i64::try_from(audit.auth_failures.total).unwrap_or(i64::MAX);
+    let last = audit
+        .auth_failures
+        .last_failure_at
+        .as_deref()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .and_then(|t| Timestamp::from_second(t.as_second()).ok())
+        .map(Time);
+    let next = SecurityStatus {
+        auth_failures: total,
+        last_auth_failure_at: last,
+    };
+    let before = stored.map_or(0, |s| s.auth_failures);
+    let newer = match (
+        &next.last_auth_failure_at,
+        stored.and_then(|s| s.last_auth_failure_at.as_ref()),
+    ) {
+        (Some(now), Some(then)) => now.0 > then.0 || total > before,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    let new = if !newer || total == 0 {
+        0
+    } else if total > before {
+        total - before
+    } else {
+        total
+    };
+    (next, new)
+}
+
+/// Reads the bot's security audit into `st.security`, with a Warning Event
+/// `AuthFailures` when there are new rejections. A bot that cannot answer (an older
+/// version without the route) keeps the stored figures: the audit never fails a poll.
+async fn audit(ctx: &Context, bot: &TradingBot, ep: &BotEndpoint, st: &mut TradingBotStatus) {
+    let answer = match ctx.bots.security(ep).await {
+        Ok(a) => a,
+        Err(e) => {
+            debug!(bot = %bot.name_any(), error = %e, "cannot read the bot's security audit");
+            return;
+        }
+    };
+    let (next, new) = fold_security(st.security.as_ref(), &answer);
+    if new > 0 {
+        let reasons: Vec<String> = answer
+            .auth_failures
+            .by_reason
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
+        ctx.event(
+            bot,
+            EventType::Warning,
+            "AuthFailures",
+            "Audit",
+            format!(
+                "the bot rejected {new} API request(s) for a missing, malformed or unknown \
+                 token ({} since it started: {})",
+                next.auth_failures,
+                reasons.join(", ")
+            ),
+        )
+        .await;
+    }
+    st.security = Some(next);
 }
 
 /// Status of a bot whose pod is not running or not ready yet.
@@ -186,5 +272,41 @@ mod tests {
         assert!(!should_resume(true, Some(CLOSE_ALL_HALT_REASON)));
         assert!(!should_resume(false, Some("daily loss limit reached")));
         assert!(!should_resume(false, None));
+    }
+
+    fn answer(total: u64, last: Option<&str>) -> SecurityResponse {
+        serde_json::from_value(json!({
+            "authFailures": {"total": total, "byReason": {"invalid": total}, "lastFailureAt": last},
+            "tokens": [{"id": "token-1", "lastUsedAt": null, "uses": 0}]
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn security_counts_new_rejections_once_and_ignores_sub_second_time() {
+        let (idle, new) = fold_security(None, &answer(0, None));
+        assert_eq!(
+            (idle.auth_failures, idle.last_auth_failure_at.clone(), new),
+            (0, None, 0)
+        );
+        let (s3, new) = fold_security(Some(&idle), &answer(3, Some("2026-11-25T15:00:00.123456Z")));
+        assert_eq!((s3.auth_failures, new), (3, 3));
+        // The status stores whole seconds: the same answer again is no change.
+        let stored: SecurityStatus =
+            serde_json::from_value(serde_json::to_value(&s3).unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stored, s3);
+        let (again, new) = fold_security(
+            Some(&stored),
+            &answer(3, Some("2026-11-25T15:00:00.123456Z")),
+        );
+        assert_eq!((again == stored, new), (true, 0));
+        let (s5, new) = fold_security(Some(&stored), &answer(5, Some("2026-11-25T15:00:07Z")));
+        assert_eq!((s5.auth_failures, new), (5, 2));
+        // A restarted bot counts from zero: no Event until it rejects again.
+        let (restarted, new) = fold_security(Some(&s5), &answer(0, None));
+        assert_eq!((restarted.auth_failures, new), (0, 0));
+        let (s1, new) = fold_security(Some(&s5), &answer(1, Some("2026-11-25T16:00:00Z")));
+        assert_eq!((s1.auth_failures, new), (1, 1));
     }
 }
