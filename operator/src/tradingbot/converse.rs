@@ -10,6 +10,9 @@
 //! status never changes and is never written. A Warning Event `AuthFailures` marks each
 //! poll that finds new rejections.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use iq720_contract::api::SecurityResponse;
 use iq720_crds::trading_bot::{SecurityStatus, TradingBotPhase};
 use iq720_crds::{TradingBot, TradingBotStatus};
@@ -212,6 +215,31 @@ pub fn fold_security(
     (next, new)
 }
 
+/// The audit each bot (by uid) was last seen with by this process. A reconcile may run
+/// on a cached object older than the status the previous one wrote; comparing with
+/// this record as well keeps it from announcing the same rejections again. After a
+/// restart the stored status is the baseline (at worst one repeated Event).
+static SEEN: OnceLock<Mutex<HashMap<String, SecurityStatus>>> = OnceLock::new();
+
+/// Whichever of two audits saw the later rejection.
+fn later<'a>(
+    a: Option<&'a SecurityStatus>,
+    b: Option<&'a SecurityStatus>,
+) -> Option<&'a SecurityStatus> {
+    match (a, b) {
+        (Some(x), Some(y)) => {
+            let key = |s: &SecurityStatus| {
+                (
+                    s.last_auth_failure_at.as_ref().map(|t| t.0),
+                    s.auth_failures,
+                )
+            };
+            Some(if key(y) > key(x) { y } else { x })
+        }
+        (x, y) => x.or(y),
+    }
+}
+
 /// Reads the bot's security audit into `st.security`, with a Warning Event
 /// `AuthFailures` when there are new rejections. A bot that cannot answer (an older
 /// version without the route) keeps the stored figures: the audit never fails a poll.
@@ -223,7 +251,15 @@ async fn audit(ctx: &Context, bot: &TradingBot, ep: &BotEndpoint, st: &mut Tradi
             return;
         }
     };
-    let (next, new) = fold_security(st.security.as_ref(), &answer);
+    let key = bot
+        .uid()
+        .unwrap_or_else(|| format!("{}/{}", bot.namespace().unwrap_or_default(), bot.name_any()));
+    let seen = SEEN.get_or_init(Default::default);
+    let remembered = seen.lock().ok().and_then(|m| m.get(&key).cloned());
+    let (next, new) = fold_security(later(st.security.as_ref(), remembered.as_ref()), &answer);
+    if let Ok(mut m) = seen.lock() {
+        m.insert(key, next.clone());
+    }
     if new > 0 {
         let reasons: Vec<String> = answer
             .auth_failures
@@ -308,5 +344,14 @@ mod tests {
         assert_eq!((restarted.auth_failures, new), (0, 0));
         let (s1, new) = fold_security(Some(&s5), &answer(1, Some("2026-11-25T16:00:00Z")));
         assert_eq!((s1.auth_failures, new), (1, 1));
+        // A stale stored status loses against what this process saw last.
+        assert_eq!(later(Some(&idle), Some(&s5)), Some(&s5));
+        assert_eq!(later(Some(&s5), Some(&s3)), Some(&s5));
+        assert_eq!(later(None, Some(&s3)), Some(&s3));
+        let (_, new) = fold_security(
+            later(Some(&idle), Some(&s5)),
+            &answer(5, Some("2026-11-25T15:00:07Z")),
+        );
+        assert_eq!(new, 0);
     }
 }
