@@ -9,8 +9,8 @@
 //! can never swap the database out from under a live bot: it fails naming the holder.
 
 use crate::digest::{self, HashingWriter, Written, hex};
+use crate::store::DB_FILE;
 use crate::store::lock::{DataDirLock, LOCK_FILE, LockError};
-use crate::store::{DB_FILE, migrations::SCHEMA_VERSION};
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
@@ -289,9 +289,10 @@ pub fn verify_archive(archive: &Path, work_dir: &Path) -> Result<(Manifest, Path
                 manifest.schema_version
             )));
         }
-        if v > SCHEMA_VERSION {
+        let supported = crate::store::migrations::supported();
+        if v > supported {
             return Err(BackupError::Invalid(format!(
-                "schema version {v} is newer than this bot supports ({SCHEMA_VERSION})"
+                "schema version {v} is newer than this bot supports ({supported})"
             )));
         }
     }
@@ -361,6 +362,7 @@ mod tests {
     use super::*;
     use crate::engine::{EngineEvent, Position};
     use crate::store::Store;
+    use crate::store::migrations::SCHEMA_VERSION;
 
     fn seeded(dir: &Path) -> Store {
         let s = Store::open(dir).unwrap();

@@ -7,8 +7,11 @@
 //! `iq720_bot_build_info` and in its start log, so that a "good 0.2.0" can be told
 //! from the running 0.1.0; `--fault unhealthy` (env `IQ720_FAULT`) makes `/readyz`
 //! answer 503 for good, so the pod never becomes Ready: a broken release that fails
-//! the operator's health gate. Neither is meant for production; both are off unless
-//! set, and the trading engine itself is never changed by them.
+//! the operator's health gate; `--schema-ahead` (env `IQ720_SCHEMA_AHEAD`) makes the
+//! bot migrate its database one schema version further than this release (a release
+//! that migrates forward, which the previous one cannot open: the case a rollback
+//! must restore the pre-update backup for). None is meant for production; all are off
+//! unless set, and the trading engine itself is never changed by them.
 
 use std::sync::OnceLock;
 
@@ -21,6 +24,17 @@ pub enum Fault {
 
 static VERSION: OnceLock<String> = OnceLock::new();
 static FAULT: OnceLock<Fault> = OnceLock::new();
+static SCHEMA_AHEAD: OnceLock<bool> = OnceLock::new();
+
+/// Sets `--schema-ahead` once, at start (later calls are ignored).
+pub fn set_schema_ahead(ahead: bool) {
+    let _ = SCHEMA_AHEAD.set(ahead);
+}
+
+/// Whether this process migrates one schema version ahead of its release.
+pub fn schema_ahead() -> bool {
+    SCHEMA_AHEAD.get().copied().unwrap_or(false)
+}
 
 /// Sets the switches once, at start (later calls are ignored).
 pub fn set(version: Option<String>, fault: Option<Fault>) {

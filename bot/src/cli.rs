@@ -32,6 +32,10 @@ pub struct Cli {
     /// Test/chaos switch: inject a fault (`unhealthy`: `/readyz` always 503).
     #[arg(long, global = true, env = "IQ720_FAULT", value_enum)]
     pub fault: Option<crate::chaos::Fault>,
+    /// Test/chaos switch: migrate the database one schema version beyond this release
+    /// (see `crate::chaos`).
+    #[arg(long, global = true, env = "IQ720_SCHEMA_AHEAD")]
+    pub schema_ahead: bool,
 }
 
 /// Subcommands.
@@ -72,6 +76,10 @@ pub enum Command {
         /// Overwrite a non-empty data directory.
         #[arg(long)]
         force: bool,
+        /// Rollback restore: replace the database only when its schema is newer than
+        /// this release supports (with `--s3-key`; see `restore_s3`).
+        #[arg(long, conflicts_with_all = ["force", "from"])]
+        if_schema_too_new: bool,
     },
     /// Restore drill: download a backup from S3, check it, restore it into a scratch
     /// directory, check the restored database's integrity and count its rows; prints

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     iq720_bot::chaos::set(cli.report_version, cli.fault);
+    iq720_bot::chaos::set_schema_ahead(cli.schema_ahead);
     match cli.command {
         Command::Version => {
             println!("iq720-bot {}", iq720_bot::chaos::version());
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
             s3,
             data_dir,
             force,
+            if_schema_too_new,
         } => match from {
             Some(from) => match backup::restore(&from, &data_dir, force) {
                 Ok(m) => print_json(&m),
@@ -61,7 +63,12 @@ fn main() -> ExitCode {
                 if s3.bucket.is_none() {
                     return fail(2, "--s3-bucket is required with --s3-key");
                 }
-                match restore_s3::restore_from_s3(&s3, &data_dir, force) {
+                let done = if if_schema_too_new {
+                    restore_s3::replace_if_schema_too_new(&s3, &data_dir)
+                } else {
+                    restore_s3::restore_from_s3(&s3, &data_dir, force)
+                };
+                match done {
                     Ok(report) => {
                         eprintln!(
                             "restore {}: {}",

@@ -592,6 +592,7 @@ impl Bot {
             "marketData": Self::datasource_doc(&core, mono),
             "uptimeSeconds": self.started.elapsed().as_secs_f64(),
             "engineLoopAgeSeconds": self.loop_age().as_secs_f64(),
+            "schemaVersion": self.store.schema_version().ok(),
         }))
     }
 

@@ -744,6 +744,24 @@ pub struct RolloutStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 5))]
     pub history: Vec<RolloutRecord>,
+    /// The pre-update backup the pod of the stable version restores after a rollback,
+    /// if the failed version migrated the database to a schema the stable version
+    /// cannot open (the pod's restore step checks the schema on the volume and leaves
+    /// a database it can open untouched). Replaced when the next rollout starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_restore: Option<RollbackRestore>,
+}
+
+/// A backup a rolled-back pod restores when the failed version migrated the schema.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackRestore {
+    /// The BackupSchedule that took the backup (its destination and credentials).
+    #[schemars(length(max = 253))]
+    pub backup_schedule: String,
+    /// Object key of the verified pre-update backup.
+    #[schemars(length(max = 1024))]
+    pub key: String,
 }
 
 fn is_zero_i32(n: &i32) -> bool {
@@ -772,6 +790,10 @@ pub struct ActiveRollout {
     /// plus `spec.update.healthTimeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_at: Option<Time>,
+    /// The BackupSchedule that took the pre-update backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub backup_schedule: Option<String>,
     /// Object key of the verified pre-update backup, once taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_key: Option<String>,

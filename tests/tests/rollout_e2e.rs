@@ -23,6 +23,9 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 const REPO: &str = "ghcr.io/iq720/iq720-bot";
+/// A release that migrates the database one schema version forward and fails its
+/// health gate.
+const MIGRATING: &str = "0.3.0-migrating";
 
 /// Maps the good and the broken test versions to the bot binary.
 fn map_versions(e: &Env) {
@@ -39,6 +42,19 @@ fn map_versions(e: &Env) {
             &format!("{REPO}:0.2.0-broken"),
             &bot,
             &["--report-version", "0.2.0-broken", "--fault", "unhealthy"],
+        )
+        .unwrap();
+    e.cluster
+        .map_image(
+            &format!("{REPO}:{MIGRATING}"),
+            &bot,
+            &[
+                "--report-version",
+                MIGRATING,
+                "--schema-ahead",
+                "--fault",
+                "unhealthy",
+            ],
         )
         .unwrap();
 }
@@ -357,11 +373,8 @@ async fn emergency_stop_during_a_rollout_wins_at_once() {
     teardown(e).await;
 }
 
-#[tokio::test]
-async fn pre_update_backup_is_verified_before_the_roll() {
-    let e = env().await;
-    map_versions(&e);
-    // MinIO credentials and a BackupSchedule selecting the bot (backup=yes).
+/// MinIO credentials and a BackupSchedule `nightly` selecting bots labelled backup=yes.
+async fn backup_schedule(e: &Env) {
     let access = e
         .cluster
         .env
@@ -395,17 +408,120 @@ async fn pre_update_backup_is_verified_before_the_roll() {
     )
     .await
     .unwrap();
-    let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-backup", &[]).await;
-    let extra = "  update: {healthTimeout: 60s, preUpdateBackup: true}\n";
-    apply_running(&e, "bk", extra, &op).await;
-    bots(&e)
+}
+
+/// Labels a bot so that the `nightly` schedule selects it.
+async fn select_for_backup(e: &Env, name: &str) {
+    bots(e)
         .patch(
-            "bk",
+            name,
             &kube::api::PatchParams::default(),
             &kube::api::Patch::Merge(json!({"metadata": {"labels": {"backup": "yes"}}})),
         )
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_schema_migrating_version_is_rolled_back_with_the_database_restored() {
+    let e = env().await;
+    map_versions(&e);
+    backup_schedule(&e).await;
+    let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-migrate", &[]).await;
+    let extra = "  update: {healthTimeout: 30s, preUpdateBackup: true}\n";
+    apply_running(&e, "mig", extra, &op).await;
+    select_for_backup(&e, "mig").await;
+    wait_bot(
+        &e,
+        "mig",
+        "stable version recorded",
+        |b| rollout(b).stable_version.as_deref() == Some("0.1.0"),
+        &op,
+    )
+    .await;
+    let (addr, token) = bot_addr_token(&e, "mig").await;
+    let (_, before) = bot_api(&addr, &token, "GET", "/api/v1/status", "").await;
+    assert_eq!(before["schemaVersion"], 1, "{before}");
+
+    let t0 = Instant::now();
+    merge_patch(&e, "mig", json!({"version": MIGRATING})).await;
+    let rolled = wait_bot(
+        &e,
+        "mig",
+        "rolled back",
+        |b| rollout(b).failed_version.as_deref() == Some(MIGRATING),
+        &op,
+    )
+    .await;
+    let decided = t0.elapsed();
+    let r = rollout(&rolled);
+    let key = r.history[0]
+        .backup_key
+        .clone()
+        .expect("the pre-update backup in the history");
+    let restore = r.rollback_restore.expect("rollbackRestore recorded");
+    assert_eq!(
+        (restore.backup_schedule.as_str(), restore.key.as_str()),
+        ("nightly", key.as_str())
+    );
+    // The stable version cannot open the migrated database: it runs again only because
+    // its pod restored the pre-update backup first.
+    wait_bot(
+        &e,
+        "mig",
+        "running 0.1.0 again on the restored database",
+        |b| {
+            current_version(b).as_deref() == Some("0.1.0")
+                && phase(b) == Some(TradingBotPhase::Running)
+        },
+        &op,
+    )
+    .await;
+    let running_again = t0.elapsed();
+    let (addr, token) = bot_addr_token(&e, "mig").await;
+    let (_, after) = bot_api(&addr, &token, "GET", "/api/v1/status", "").await;
+    assert_eq!(after["schemaVersion"], 1, "{after}");
+    let sts = Api::<StatefulSet>::namespaced(e.cluster.client.clone(), e.ns.name())
+        .get("mig")
+        .await
+        .unwrap();
+    let init = sts
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .init_containers
+        .unwrap();
+    let args = init[0].args.clone().unwrap();
+    assert!(
+        args.contains(&"--if-schema-too-new".to_string()),
+        "{args:?}"
+    );
+    assert!(args.contains(&key), "{args:?}");
+    assert!(
+        events(&e, "mig")
+            .await
+            .iter()
+            .any(|r| r == "RollbackRestoresDatabase")
+    );
+    println!(
+        "BENCH rollout migrating-upgrade rollback_decided_s={:.1} running_on_restored_db_s={:.1} health_timeout_s=30",
+        decided.as_secs_f64(),
+        running_again.as_secs_f64()
+    );
+    teardown(e).await;
+}
+
+#[tokio::test]
+async fn pre_update_backup_is_verified_before_the_roll() {
+    let e = env().await;
+    map_versions(&e);
+    backup_schedule(&e).await;
+    let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-backup", &[]).await;
+    let extra = "  update: {healthTimeout: 60s, preUpdateBackup: true}\n";
+    apply_running(&e, "bk", extra, &op).await;
+    select_for_backup(&e, "bk").await;
     wait_bot(
         &e,
         "bk",

@@ -58,6 +58,22 @@ pub const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// The migration a build started with the test/chaos switch `--schema-ahead` applies
+/// after [`MIGRATIONS`]: it stands in for a release that migrates the database
+/// forward, which the current release then refuses to open (see `crate::chaos`).
+pub const AHEAD_MIGRATION: &str = r#"
+    CREATE TABLE trade_notes (
+        trade_id INTEGER NOT NULL REFERENCES trades(id),
+        note     TEXT    NOT NULL
+    );
+"#;
+
+/// The newest schema this process opens and writes: [`SCHEMA_VERSION`], one more
+/// with `--schema-ahead`.
+pub fn supported() -> i64 {
+    SCHEMA_VERSION + i64::from(crate::chaos::schema_ahead())
+}
+
 /// Read `user_version`.
 pub fn current_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -66,13 +82,21 @@ pub fn current_version(conn: &Connection) -> rusqlite::Result<i64> {
 /// Apply pending migrations, each in its own transaction.
 pub fn migrate(conn: &mut Connection) -> Result<i64, super::StoreError> {
     let v = current_version(conn)?;
-    if v > SCHEMA_VERSION {
+    let supported = supported();
+    if v > supported {
         return Err(super::StoreError::TooNew {
             found: v,
-            supported: SCHEMA_VERSION,
+            supported,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(v.max(0) as usize) {
+    let ahead = crate::chaos::schema_ahead().then_some(AHEAD_MIGRATION);
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .copied()
+        .chain(ahead)
+        .enumerate()
+        .skip(v.max(0) as usize)
+    {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;

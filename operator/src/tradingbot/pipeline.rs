@@ -309,6 +309,12 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner, fleet: &Fleet) -> R
     super::restore::step(ctx, bot, &mut st)
         .await
         .apply(&mut desired.stateful_set);
+    // after a rollback: restore the pre-update backup if the schema moved beyond reach
+    if let Some(rr) = &rollout.rollback_restore
+        && let Some(source) = super::rollout::rollback_restore_source(ctx, bot, rr).await
+    {
+        build::stateful_set::add_restore(&mut desired.stateful_set, &source);
+    }
     let outcome = apply::apply_all(ctx, owner, &mut desired, hold).await;
     report_maintenance(ctx, bot, &mut st, outcome.template.as_ref(), &verdict).await;
     if outcome.all_applied() {

@@ -283,6 +283,7 @@ pub async fn step(ctx: &Context, bot: &TradingBot, st: &mut TradingBotStatus) ->
         key: pinned.key,
         sha256: pinned.sha256,
         location: schedule.spec.destination.clone(),
+        if_schema_too_new: false,
     }))
 }
 
@@ -497,6 +498,7 @@ mod tests {
             key: "p/ns/alpha/1.tar.gz".into(),
             sha256: None,
             location,
+            if_schema_too_new: false,
         }))
         .apply(&mut restoring);
         assert_eq!(

@@ -50,8 +50,8 @@ use std::time::Duration;
 use iq720_contract::api::StatusResponse;
 use iq720_crds::backup_schedule::BACKUP_NOW_ANNOTATION;
 use iq720_crds::trading_bot::{
-    ActiveRollout, RESUME_UPDATES_ANNOTATION, RolloutRecord, RolloutResult, RolloutStatus,
-    RolloutStep, TradingBotPhase,
+    ActiveRollout, RESUME_UPDATES_ANNOTATION, RollbackRestore, RolloutRecord, RolloutResult,
+    RolloutStatus, RolloutStep, TradingBotPhase,
 };
 use iq720_crds::{BackupSchedule, TradingBot, TradingBotStatus};
 use k8s_openapi::api::core::v1::Pod;
@@ -64,6 +64,7 @@ use kube::runtime::events::EventType;
 use serde_json::json;
 use tracing::{debug, info, warn};
 
+use super::build::stateful_set::RestoreSource;
 use super::status::{Written, set_condition};
 use crate::botlink::client::BotEndpoint;
 use crate::shared::conditions;
@@ -166,6 +167,9 @@ pub struct Plan {
     pub halt_entries: bool,
     /// The roll back to the stable version is not held by a maintenance window.
     pub bypass_window: bool,
+    /// After a rollback: the pre-update backup the stable version's pod restores
+    /// when the database schema is one it cannot open (`status.rollout.rollbackRestore`).
+    pub rollback_restore: Option<RollbackRestore>,
 }
 
 impl Plan {
@@ -313,6 +317,9 @@ pub fn advance(
             "RolloutStarted",
             format!("rollout {stable} -> {} started", w.version),
         ));
+        // The next roll replaces the pod template anyway: a restore step left by an
+        // earlier rollback goes with it.
+        r.rollback_restore = None;
         r.active = Some(ActiveRollout {
             id: format!("rollout-{}-{}", w.version, now.as_second()),
             from_version: stable.clone(),
@@ -320,6 +327,7 @@ pub fn advance(
             step: RolloutStep::WaitingForWindow,
             started_at: Time(now),
             rolled_at: None,
+            backup_schedule: None,
             backup_key: None,
             message: None,
         });
@@ -350,6 +358,16 @@ pub fn advance(
 
 /// Pure: what the build, the apply and the pause do for the rollout's state.
 pub fn outputs(w: &Wanted, r: &RolloutStatus, now: Timestamp) -> Plan {
+    // A new rollout clears `rollbackRestore`; until then every template keeps the
+    // restore step (a no-op on a database the stable version opens), so it never
+    // changes the template on its own.
+    Plan {
+        rollback_restore: r.rollback_restore.clone(),
+        ..version_plan(w, r, now)
+    }
+}
+
+fn version_plan(w: &Wanted, r: &RolloutStatus, now: Timestamp) -> Plan {
     let Some(stable) = r.stable_version.clone() else {
         return Plan::default();
     };
@@ -364,12 +382,12 @@ pub fn outputs(w: &Wanted, r: &RolloutStatus, now: Timestamp) -> Plan {
             RolloutStep::HaltingEntries => Plan {
                 version_override: Some(stable),
                 halt_entries: true,
-                bypass_window: false,
+                ..Plan::default()
             },
             RolloutStep::HealthGate => Plan {
                 version_override: Some(a.to_version.clone()),
                 halt_entries: true,
-                bypass_window: false,
+                ..Plan::default()
             },
         };
     }
@@ -394,6 +412,7 @@ pub fn outputs(w: &Wanted, r: &RolloutStatus, now: Timestamp) -> Plan {
         version_override: Some(stable),
         halt_entries: false,
         bypass_window: failed && just_rolled_back,
+        rollback_restore: None,
     }
 }
 
@@ -556,6 +575,19 @@ pub fn observe(w: &Wanted, r: &mut RolloutStatus, h: &Health, now: Timestamp) ->
                     end(r, &a, RolloutResult::RolledBack, Some(reason.clone()), now);
                     r.consecutive_rollbacks += 1;
                     out.rolled_back = true;
+                    if let (Some(schedule), Some(key)) = (&a.backup_schedule, &a.backup_key) {
+                        r.rollback_restore = Some(RollbackRestore {
+                            backup_schedule: schedule.clone(),
+                            key: key.clone(),
+                        });
+                        out.notes.push(Note::normal(
+                            "RollbackRestoresDatabase",
+                            format!(
+                                "the {} pod restores the pre-update backup {key} first if {} left a database schema {} cannot open",
+                                a.from_version, a.to_version, a.from_version
+                            ),
+                        ));
+                    }
                     out.notes.push(Note::warning(
                         "RolledBack",
                         format!(
@@ -771,11 +803,12 @@ pub async fn prepare(
         && a.step == RolloutStep::BackingUp
     {
         match backup_progress(ctx, bot, a).await {
-            BackupProgress::Verified(key) => {
+            BackupProgress::Verified(schedule, key) => {
                 notes.push(Note::normal(
                     "PreUpdateBackupVerified",
                     format!("pre-update backup {key} verified; halting new entries"),
                 ));
+                a.backup_schedule = Some(schedule);
                 a.backup_key = Some(key);
                 a.step = RolloutStep::HaltingEntries;
                 a.message = None;
@@ -860,6 +893,42 @@ pub async fn finish(
     )
 }
 
+/// The restore step of a rolled-back pod ([`Plan::rollback_restore`]): the bot's
+/// `restore --if-schema-too-new` from the pre-update backup, with the destination and
+/// credentials reference of the BackupSchedule that took it. None (logged) when that
+/// schedule cannot be read: the pod then starts without the step.
+pub async fn rollback_restore_source(
+    ctx: &Context,
+    bot: &TradingBot,
+    rr: &RollbackRestore,
+) -> Option<RestoreSource> {
+    let api: Api<BackupSchedule> =
+        Api::namespaced(ctx.client.clone(), &bot.namespace().unwrap_or_default());
+    let schedule = match api.get_opt(&rr.backup_schedule).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            warn!(bot = %bot.name_any(), schedule = %rr.backup_schedule, "the BackupSchedule of the pre-update backup is gone; the rolled-back pod starts without a restore step");
+            return None;
+        }
+        Err(e) => {
+            warn!(bot = %bot.name_any(), schedule = %rr.backup_schedule, error = %e, "cannot read the BackupSchedule of the pre-update backup");
+            return None;
+        }
+    };
+    let sha256 = schedule.status.as_ref().and_then(|s| {
+        s.recent_backups
+            .iter()
+            .find(|b| b.key == rr.key)
+            .map(|b| b.sha256.clone())
+    });
+    Some(RestoreSource {
+        key: rr.key.clone(),
+        sha256,
+        location: schedule.spec.destination.clone(),
+        if_schema_too_new: true,
+    })
+}
+
 /// Deletes the bot's pod when it still runs the failed version and is not Ready.
 ///
 /// Why: a StatefulSet with `OrderedReady` pods waits for a pod that is not Running
@@ -905,8 +974,9 @@ async fn unstick(ctx: &Context, bot: &TradingBot, r: &RolloutStatus) {
 /// Where the pre-update backup stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum BackupProgress {
-    /// A verified backup of the bot, completed after the rollout started.
-    Verified(String),
+    /// A verified backup of the bot, completed after the rollout started: the
+    /// schedule's name and the object key.
+    Verified(String, String),
     /// No BackupSchedule selects the bot.
     NoSchedule,
     /// Requested or running; why it is not done.
@@ -952,7 +1022,7 @@ async fn backup_progress(ctx: &Context, bot: &TradingBot, a: &ActiveRollout) -> 
     };
     let sname = schedule.name_any();
     if let Some(key) = verified_backup(&schedule, &name, &a.id, &a.started_at) {
-        return BackupProgress::Verified(key);
+        return BackupProgress::Verified(sname, key);
     }
     let asked = schedule.annotations().get(BACKUP_NOW_ANNOTATION) == Some(&a.id);
     if !asked {
@@ -1038,7 +1108,8 @@ mod tests {
             Plan {
                 version_override: Some(running.clone()),
                 halt_entries: true,
-                bypass_window: false
+                bypass_window: false,
+                rollback_restore: None,
             }
         );
         paused.probe.as_mut().unwrap().paused = false;
@@ -1162,6 +1233,61 @@ mod tests {
         assert_eq!(notes[0].reason, "RolloutStarted");
         assert!(r.failed_version.is_none());
         assert_eq!(r.active.as_ref().unwrap().from_version, "0.1.0");
+    }
+
+    #[test]
+    fn a_rollback_after_a_pre_update_backup_restores_it_if_the_schema_moved() {
+        let wanted = w("0.3.0-migrating");
+        let mut r = stable("0.1.0");
+        to_health_gate(&wanted, &mut r, t(0));
+        let a = r.active.as_mut().unwrap();
+        a.backup_schedule = Some("nightly".into());
+        a.backup_key = Some("p/ns/b/pre.tar.gz".into());
+        let mut not_ready = healthy("0.3.0-migrating");
+        not_ready.pod_ready = false;
+        let out = observe(&wanted, &mut r, &not_ready, t(61));
+        assert!(out.rolled_back);
+        assert!(
+            out.notes
+                .iter()
+                .any(|n| n.reason == "RollbackRestoresDatabase")
+        );
+        let restore = RollbackRestore {
+            backup_schedule: "nightly".into(),
+            key: "p/ns/b/pre.tar.gz".into(),
+        };
+        assert_eq!(r.rollback_restore.as_ref(), Some(&restore));
+        // Every template of the stable version keeps the step, also once spec.version
+        // is set back to it (no roll of its own)...
+        let plan = outputs(&wanted, &r, t(62));
+        assert_eq!(plan.version_override.as_deref(), Some("0.1.0"));
+        assert_eq!(plan.rollback_restore.as_ref(), Some(&restore));
+        advance(&w("0.1.0"), &mut r, Some("0.1.0"), None, false, t(70));
+        assert_eq!(
+            outputs(&w("0.1.0"), &r, t(70)).rollback_restore,
+            Some(restore)
+        );
+        // ...until the next rollout replaces the template anyway.
+        advance(&w("0.2.0"), &mut r, Some("0.1.0"), None, false, t(80));
+        assert!(r.rollback_restore.is_none());
+        assert!(outputs(&w("0.2.0"), &r, t(80)).rollback_restore.is_none());
+    }
+
+    #[test]
+    fn a_rollback_without_a_pre_update_backup_has_nothing_to_restore() {
+        let wanted = w("0.2.0-broken");
+        let mut r = stable("0.1.0");
+        to_health_gate(&wanted, &mut r, t(0));
+        let mut not_ready = healthy("0.2.0-broken");
+        not_ready.pod_ready = false;
+        let out = observe(&wanted, &mut r, &not_ready, t(61));
+        assert!(out.rolled_back);
+        assert!(r.rollback_restore.is_none());
+        assert!(
+            out.notes
+                .iter()
+                .all(|n| n.reason != "RollbackRestoresDatabase")
+        );
     }
 
     #[test]

@@ -263,6 +263,10 @@ pub struct RestoreSource {
     pub sha256: Option<String>,
     /// The BackupSchedule's destination (bucket, endpoint, region, Secret ref).
     pub location: S3Location,
+    /// Rollback restore: replace the database only when its schema is newer than the
+    /// pod's release opens (`--if-schema-too-new`), instead of restoring only into an
+    /// empty volume.
+    pub if_schema_too_new: bool,
 }
 
 /// Adds the restore init container to a built StatefulSet: the bot image running
@@ -297,6 +301,9 @@ pub fn add_restore(sts: &mut StatefulSet, source: &RestoreSource) {
     }
     if let Some(sha) = &source.sha256 {
         args.extend(["--s3-sha256".to_string(), sha.clone()]);
+    }
+    if source.if_schema_too_new {
+        args.push("--if-schema-too-new".to_string());
     }
     let refs = &loc.credentials_secret_ref;
     let init = Container {
@@ -394,6 +401,7 @@ mod restore_tests {
             key: "p/trading/alpha/20260101T030000.000Z.tar.gz".into(),
             sha256: Some("ab".repeat(32)),
             location,
+            if_schema_too_new: false,
         }
     }
 
