@@ -99,8 +99,26 @@ async fn sha_metadata(s3: &S3Target, key: &str) -> (Option<String>, String) {
     (meta, head.e_tag().unwrap_or_default().to_string())
 }
 
-fn deadline() -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(120)
+/// The operator's upload of `content` to `key` in parts of 5 MiB.
+async fn store(
+    s3: &S3Target,
+    key: &str,
+    metadata: HashMap<String, String>,
+    content: &[u8],
+    announced: Option<&str>,
+) -> Result<iq720_operator::shared::s3::Uploaded, iq720_operator::shared::s3::S3Error> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    store_with_sha256(
+        s3,
+        key,
+        "application/octet-stream",
+        metadata,
+        body(content),
+        5 * MIB,
+        announced,
+        deadline,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -113,18 +131,9 @@ async fn the_announced_sha256_is_stored_with_a_multipart_upload_of_exact_parts()
     let content = data(13 * MIB + 123);
     let sha = hex(&Sha256::digest(&content));
     let key = format!("{prefix}/announced.bin");
-    let up = store_with_sha256(
-        &s3,
-        &key,
-        "application/octet-stream",
-        HashMap::new(),
-        body(&content),
-        5 * MIB,
-        Some(&sha),
-        deadline(),
-    )
-    .await
-    .unwrap();
+    let up = store(&s3, &key, HashMap::new(), &content, Some(&sha))
+        .await
+        .unwrap();
     assert_eq!(
         (up.size, up.sha256.as_str()),
         (content.len() as u64, sha.as_str())
@@ -151,18 +160,9 @@ async fn a_body_that_differs_from_its_announced_sha256_leaves_no_object() {
     let mut announced = hex(&Sha256::digest(&content));
     announced.replace_range(0..1, if announced.starts_with('0') { "1" } else { "0" });
     let key = format!("{prefix}/corrupted.bin");
-    let err = store_with_sha256(
-        &s3,
-        &key,
-        "application/octet-stream",
-        HashMap::new(),
-        body(&content),
-        5 * MIB,
-        Some(&announced),
-        deadline(),
-    )
-    .await
-    .unwrap_err();
+    let err = store(&s3, &key, HashMap::new(), &content, Some(&announced))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("announced sha256"), "{err}");
     assert!(
         list_keys(&s3.client, &s3.bucket, &prefix)
@@ -194,15 +194,12 @@ async fn without_an_announcement_the_sha256_is_recorded_after_the_upload() {
     let s3 = target(&prefix).await;
     let content = data(6 * MIB + 1);
     let key = format!("{prefix}/unannounced.bin");
-    let up = store_with_sha256(
+    let up = store(
         &s3,
         &key,
-        "application/octet-stream",
         HashMap::from([("iq720-bot".to_string(), "b".to_string())]),
-        body(&content),
-        5 * MIB,
+        &content,
         None,
-        deadline(),
     )
     .await
     .unwrap();
