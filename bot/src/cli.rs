@@ -119,6 +119,9 @@ pub struct RunArgs {
     /// Token directory (overrides api.tokenDir).
     #[arg(long, env = "IQ720_TOKEN_DIR")]
     pub token_dir: Option<PathBuf>,
+    /// Exchange credentials directory (overrides exchange.credentialsDir).
+    #[arg(long, env = "IQ720_EXCHANGE_CREDENTIALS_DIR")]
+    pub exchange_credentials_dir: Option<PathBuf>,
     /// After SIGTERM/SIGINT with positions open: keep serving the API this long so the
     /// operator can close them (exit as soon as the bot is flat); `0` exits at once.
     /// Trading stops at the signal either way; a second signal exits at once.

@@ -8,6 +8,7 @@ pub mod broker;
 pub mod chaos;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod digest;
 pub mod engine;
 pub mod feed;

@@ -45,6 +45,9 @@ pub struct Metrics {
     /// Current streak of failed engine iterations (`/healthz` fails at
     /// [`crate::runner::UNHEALTHY_AFTER_FAILED_ITERATIONS`]).
     pub consecutive_failed_iterations: IntGauge,
+    /// Changes of the mounted exchange credentials by outcome (`applied`: verified and
+    /// in use; `rejected`: refused, the previous set stays in use).
+    pub exchange_credentials_reloads_total: IntCounterVec,
 }
 
 /// Metric construction failed (only on programming errors such as duplicate names).
@@ -133,6 +136,13 @@ impl Metrics {
                 "iq720_bot_engine_consecutive_failed_iterations",
                 "Current streak of failed engine iterations",
             )?,
+            exchange_credentials_reloads_total: IntCounterVec::new(
+                Opts::new(
+                    "iq720_bot_exchange_credentials_reloads_total",
+                    "Changes of the mounted exchange credentials, applied or rejected",
+                ),
+                &["result"],
+            )?,
             registry,
         };
         let build = IntGaugeVec::new(
@@ -159,6 +169,11 @@ impl Metrics {
         r.register(Box::new(m.paused.clone()))?;
         r.register(Box::new(m.iteration_failures_total.clone()))?;
         r.register(Box::new(m.consecutive_failed_iterations.clone()))?;
+        r.register(Box::new(m.exchange_credentials_reloads_total.clone()))?;
+        for result in ["applied", "rejected"] {
+            m.exchange_credentials_reloads_total
+                .with_label_values(&[result]);
+        }
         for outcome in ["win", "loss"] {
             m.trades_total.with_label_values(&[outcome]);
         }
@@ -197,5 +212,8 @@ mod tests {
         assert!(text.contains("iq720_bot_engine_iteration_failures_total 0"));
         assert!(text.contains("iq720_bot_engine_consecutive_failed_iterations 0"));
         assert!(text.contains("iq720_bot_auth_failures_total{reason=\"invalid\"} 0"));
+        assert!(
+            text.contains("iq720_bot_exchange_credentials_reloads_total{result=\"rejected\"} 0")
+        );
     }
 }

@@ -12,6 +12,7 @@
 
 use crate::api::auth::TokenStore;
 use crate::config::{Config, ConfigError, HOT_RELOADABLE};
+use crate::credentials::CredentialStore;
 use crate::engine::{Engine, EngineEvent};
 use crate::feed::FeedError;
 use crate::feed::failover::{FeedManager, Role, SwitchError};
@@ -220,6 +221,8 @@ pub struct Bot {
     pub metrics: Metrics,
     /// API tokens.
     pub tokens: Arc<TokenStore>,
+    /// Exchange credentials, re-read when the mounted Secret changes.
+    pub credentials: CredentialStore,
     started: Instant,
     heartbeat_ms: AtomicU64,
     /// True while a restore or startup recovery runs (readyz fails).
@@ -267,6 +270,10 @@ impl Bot {
         let started = Instant::now();
         let feed = FeedManager::new(&config.market_data, &config.pairs, 0)?;
         let metrics = Metrics::new()?;
+        let credentials = CredentialStore::new(
+            config.exchange.credentials_dir.as_deref(),
+            crate::credentials::auth_for(config.mode),
+        );
         info!(
             target: "trading",
             open_positions = restored_open,
@@ -286,6 +293,7 @@ impl Bot {
             store,
             metrics,
             tokens,
+            credentials,
             started,
             heartbeat_ms: AtomicU64::new(0),
             restoring: AtomicBool::new(false),

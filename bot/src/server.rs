@@ -64,6 +64,9 @@ pub fn effective_config(args: &RunArgs) -> Result<Config, ConfigError> {
     if let Some(d) = &args.token_dir {
         cfg.api.token_dir = d.clone();
     }
+    if let Some(d) = &args.exchange_credentials_dir {
+        cfg.exchange.credentials_dir = Some(d.clone());
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -104,6 +107,22 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
         let bot = bot.clone();
         spawn_named("tokens", move || {
             bot.tokens.watch(Duration::from_secs(1), &bot.shutdown)
+        })?;
+    }
+    {
+        let bot = bot.clone();
+        spawn_named("credentials", move || {
+            bot.credentials.watch(&bot.shutdown, |r| {
+                let result = match r {
+                    crate::credentials::Reload::Applied => "applied",
+                    crate::credentials::Reload::Rejected(_) => "rejected",
+                    crate::credentials::Reload::Unchanged => return,
+                };
+                bot.metrics
+                    .exchange_credentials_reloads_total
+                    .with_label_values(&[result])
+                    .inc();
+            })
         })?;
     }
     {

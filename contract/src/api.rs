@@ -354,6 +354,33 @@ pub struct SecurityResponse {
     pub auth_failures: AuthFailures,
     /// The tokens the bot accepts now, with their use.
     pub tokens: Vec<TokenUse>,
+    /// The exchange credentials the bot uses (absent when none are configured, and
+    /// from bots older than this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_credentials: Option<ExchangeCredentialsReport>,
+}
+
+/// The exchange credentials in use, mounted from `spec.exchange.credentialsSecretRef`
+/// and re-read when the Secret changes. Never a key or secret value, nor any part of
+/// one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangeCredentialsReport {
+    /// First 12 hex characters of the sha256 over the key names and values of the set
+    /// in use (a one-way digest: it tells two sets apart, it does not reveal them);
+    /// `null` while no verified set is loaded.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// When the set in use was loaded (RFC 3339).
+    #[serde(default)]
+    pub loaded_at: Option<String>,
+    /// When the bot last saw the mounted files change (RFC 3339), applied or not.
+    #[serde(default)]
+    pub last_change_seen: Option<String>,
+    /// Why the newest set seen was not taken (the previous set stays in use); `null`
+    /// when the newest set is the one in use.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// Rejected authentications since the bot started.

@@ -9,6 +9,9 @@
 //! the token Secret; no value, nor any part of one, is kept here. The figures live in
 //! memory and start from zero when the bot starts: an audit of the running process,
 //! not a persisted log (the `security` log target has every rejection).
+//!
+//! The same answer carries `exchangeCredentials` ([`crate::credentials`]): the
+//! fingerprint of the exchange credentials in use and the outcome of the last change.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -78,6 +81,7 @@ impl Audit {
             return SecurityResponse {
                 auth_failures: AuthFailures::default(),
                 tokens: Vec::new(),
+                exchange_credentials: None,
             };
         };
         let by_reason = REASONS
@@ -106,13 +110,16 @@ impl Audit {
                     }
                 })
                 .collect(),
+            exchange_credentials: None,
         }
     }
 }
 
 /// `GET /api/v1/security`.
 pub async fn security(State(bot): State<AppState>) -> Json<SecurityResponse> {
-    Json(bot.tokens.audit().report(&bot.tokens.ids()))
+    let mut report = bot.tokens.audit().report(&bot.tokens.ids());
+    report.exchange_credentials = bot.credentials.report();
+    Json(report)
 }
 
 #[cfg(test)]
