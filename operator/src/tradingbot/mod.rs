@@ -10,6 +10,7 @@ pub mod apply;
 pub mod build;
 pub mod cleanup;
 pub mod converse;
+pub mod credentials;
 pub mod decide;
 pub mod emergency;
 pub mod error;

@@ -60,7 +60,7 @@ pub fn build(owner: &Owner, bot: &TradingBot, config_checksum: &str, replicas: i
         timeout_seconds: Some(2),
         ..Probe::default()
     };
-    let env = vec![
+    let mut env = vec![
         env_field("POD_IP", "status.podIP"),
         env_field("POD_NAME", "metadata.name"),
         env_field("POD_NAMESPACE", "metadata.namespace"),
@@ -101,6 +101,12 @@ pub fn build(owner: &Owner, bot: &TradingBot, config_checksum: &str, replicas: i
         },
     ];
     if let Some(creds) = &spec.exchange.credentials_secret_ref {
+        // The path as a variable too (it is in the config file as well): a runtime that
+        // maps mounts elsewhere rewrites variables, not file contents.
+        env.push(env_value(
+            "IQ720_EXCHANGE_CREDENTIALS_DIR",
+            EXCHANGE_CREDENTIALS_DIR,
+        ));
         mounts.push(mount(
             "exchange-credentials",
             EXCHANGE_CREDENTIALS_DIR,
