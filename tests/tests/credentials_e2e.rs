@@ -298,5 +298,46 @@ async fn changed_credentials_are_picked_up_without_restart_and_their_age_is_repo
         Some(uid.as_str()),
         "the bot pod was replaced"
     );
+
+    // 5. idle cost: with the credentials checked at every poll, a paused bot whose
+    // Secret does not change settles (its TradingBot is no longer written).
+    merge_patch(&e, name, json!({"paused": true})).await;
+    wait_bot(
+        &e,
+        name,
+        "Paused",
+        |b| phase(b) == Some(iq720_crds::trading_bot::TradingBotPhase::Paused),
+        &op,
+    )
+    .await;
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let before = bots(&e).get(name).await.unwrap();
+        let polls = op.metric("iq720_operator_reconciliations_total").await;
+        poll_until(
+            "three more polls",
+            DEADLINE,
+            Duration::from_millis(200),
+            || async {
+                (op.metric("iq720_operator_reconciliations_total").await >= polls + 3.0)
+                    .then_some(())
+            },
+        )
+        .await
+        .unwrap();
+        let after = bots(&e).get(name).await.unwrap();
+        if after.metadata.resource_version == before.metadata.resource_version {
+            assert_eq!(
+                key_rotation_due(&after).map(|c| c.0).as_deref(),
+                Some("False")
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the TradingBot is still written at every poll: {:#?}",
+            after.status
+        );
+    }
     teardown(e).await;
 }
