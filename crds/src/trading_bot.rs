@@ -687,6 +687,35 @@ pub struct TradingBotStatus {
     /// change; an `AuthFailures` Warning Event marks each increase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<SecurityStatus>,
+    /// The exchange credentials the bot uses, as the bot reports them (`GET
+    /// /api/v1/security`): a fingerprint and whether the newest set in the Secret was
+    /// refused. Never a key or secret value. Present only with
+    /// `spec.exchange.credentialsSecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_credentials: Option<ExchangeCredentialsStatus>,
+}
+
+/// The exchange credentials in use by the bot. The bot re-reads the mounted Secret
+/// when it changes, verifies the new set and switches to it without a restart; a set
+/// it refuses leaves the previous one in use and is named in `lastError`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangeCredentialsStatus {
+    /// First 12 hex characters of the sha256 over the key names and values of the set
+    /// the bot uses: it tells two sets apart and cannot be turned back into
+    /// credentials. Absent while the bot has no valid set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub fingerprint: Option<String>,
+    /// When the bot loaded the set it uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded_at: Option<Time>,
+    /// Why the bot refused the newest set in the Secret (the previous set stays in
+    /// use), for example `key apiKey is missing or empty`; absent when the newest set is
+    /// the one in use. Names keys, never values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub last_error: Option<String>,
 }
 
 /// The bot's API security audit, from `GET /api/v1/security`. Never contains a token;

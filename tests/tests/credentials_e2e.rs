@@ -91,7 +91,12 @@ async fn bot_metrics(addr: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-async fn key_rotation_events(e: &Env, bot: &str) -> Vec<String> {
+fn status_creds(b: &TradingBot) -> Option<(Option<String>, Option<String>)> {
+    let c = b.status.as_ref()?.exchange_credentials.as_ref()?;
+    Some((c.fingerprint.clone(), c.last_error.clone()))
+}
+
+async fn events_with_reason(e: &Env, bot: &str, reason: &str) -> Vec<String> {
     let api: Api<Event> = Api::namespaced(e.cluster.client.clone(), e.ns.name());
     api.list(&ListParams::default())
         .await
@@ -99,9 +104,13 @@ async fn key_rotation_events(e: &Env, bot: &str) -> Vec<String> {
         .items
         .into_iter()
         .filter(|ev| ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(bot))
-        .filter(|ev| ev.reason.as_deref() == Some("KeyRotationDue"))
+        .filter(|ev| ev.reason.as_deref() == Some(reason))
         .map(|ev| ev.note.unwrap_or_default())
         .collect()
+}
+
+async fn key_rotation_events(e: &Env, bot: &str) -> Vec<String> {
+    events_with_reason(e, bot, "KeyRotationDue").await
 }
 
 fn assert_no_values(text: &str, values: &[&str]) {
@@ -193,6 +202,16 @@ async fn changed_credentials_are_picked_up_without_restart_and_their_age_is_repo
         .map(|c| c.restart_count)
         .sum();
     assert_eq!(restarts, 0, "the bot container restarted");
+    // the operator copies the bot's report into the status
+    let fp2_status = Some((Some(fp2.clone()), None));
+    wait_bot(
+        &e,
+        name,
+        "status.exchangeCredentials with the new fingerprint",
+        move |b| status_creds(b) == fp2_status,
+        &op,
+    )
+    .await;
 
     // 2. an invalid set (empty apiKey) → rejected, the previous set stays in use
     put_keys(&e, "", "secret-three-CCCC").await;
@@ -226,6 +245,34 @@ async fn changed_credentials_are_picked_up_without_restart_and_their_age_is_repo
     };
     assert!(reloads("applied") >= 1.0, "{metrics:?}");
     assert!(reloads("rejected") >= 1.0, "{metrics:?}");
+    let fp2_kept = fp2.clone();
+    let bot = wait_bot(
+        &e,
+        name,
+        "status.exchangeCredentials.lastError with the old fingerprint",
+        move |b| {
+            status_creds(b)
+                .is_some_and(|(fp, err)| fp.as_deref() == Some(fp2_kept.as_str()) && err.is_some())
+        },
+        &op,
+    )
+    .await;
+    let rejected = poll_until(
+        "Warning Event ExchangeCredentialsRejected",
+        DEADLINE,
+        Duration::from_millis(250),
+        || async {
+            Some(events_with_reason(&e, name, "ExchangeCredentialsRejected").await)
+                .filter(|v| !v.is_empty())
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        rejected[0].contains("apiKey") && rejected[0].contains(&fp2),
+        "{rejected:?}"
+    );
+    let status_text = serde_json::to_string(&bot.status).unwrap();
     let audit = security(&addr, &token).await.to_string();
     let values = [
         "key-one-AAAA",
@@ -234,7 +281,7 @@ async fn changed_credentials_are_picked_up_without_restart_and_their_age_is_repo
         "secret-two-BBBB",
         "secret-three-CCCC",
     ];
-    assert_no_values(&audit, &values);
+    assert_no_values(&(audit + &status_text + &rejected.join("\n")), &values);
     assert_eq!(
         bot_pod(&e, name).await.unwrap().metadata.uid.as_deref(),
         Some(uid.as_str())

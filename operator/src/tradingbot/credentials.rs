@@ -14,15 +14,23 @@
 //! status. The bot re-reads the mounted Secret on its own when it changes (see the
 //! bot's `credentials` module); nothing here restarts it.
 //!
+//! The same step copies what the bot reports about the set it uses (`GET
+//! /api/v1/security` → `status.exchangeCredentials`: fingerprint, load time, why the
+//! newest set was refused) and announces a refused set with a Warning Event
+//! `ExchangeCredentialsRejected`. Bots without credentials are not asked.
+//!
 //! Idle cost: the condition's message depends only on the Secret's name, the
-//! annotation and the interval, so an unchanged Secret never causes a status write;
-//! the reconcile is requeued for the moment a fresh set becomes due.
+//! annotation and the interval, and the reported figures only on the set in use, so an
+//! unchanged Secret never causes a status write; the reconcile is requeued for the
+//! moment a fresh set becomes due.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use iq720_contract::api::ExchangeCredentialsReport;
 use iq720_contract::duration::{self, HumanDuration};
+use iq720_crds::trading_bot::ExchangeCredentialsStatus;
 use iq720_crds::{TradingBot, TradingBotStatus};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
@@ -33,6 +41,7 @@ use kube::runtime::events::EventType;
 use tracing::debug;
 
 use super::status::remove_condition;
+use crate::botlink::client::BotEndpoint;
 use crate::shared::conditions;
 use crate::shared::context::Context;
 
@@ -44,6 +53,10 @@ pub const ROTATED_AT_ANNOTATION: &str = "trading.iq720.io/rotated-at";
 pub const KEY_ROTATION_DUE: &str = "KeyRotationDue";
 /// Event reason when the condition turns True.
 pub const EVENT_REASON: &str = "KeyRotationDue";
+/// Event reason when the bot refuses a new set of credentials.
+pub const REJECTED_REASON: &str = "ExchangeCredentialsRejected";
+/// Longest `lastError` copied into the status.
+const MAX_ERROR: usize = 1024;
 
 /// Status of the condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,15 +212,94 @@ fn forget_announcement(uid: &str) {
     }
 }
 
+/// The status form of the bot's report: whole-second time (an idle bot's status never
+/// changes), the error cut to [`MAX_ERROR`] characters.
+pub fn fold_report(r: &ExchangeCredentialsReport) -> ExchangeCredentialsStatus {
+    ExchangeCredentialsStatus {
+        fingerprint: r.fingerprint.clone(),
+        loaded_at: r
+            .loaded_at
+            .as_deref()
+            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            .and_then(|t| k8s_openapi::jiff::Timestamp::from_second(t.as_second()).ok())
+            .map(Time),
+        last_error: r
+            .last_error
+            .as_ref()
+            .map(|e| e.chars().take(MAX_ERROR).collect()),
+    }
+}
+
+/// Copies the bot's report on its credentials into `st`, with a Warning Event when the
+/// bot newly refused a set. A bot that cannot answer keeps the stored figures.
+async fn copy_report(
+    ctx: &Context,
+    bot: &TradingBot,
+    endpoint: &BotEndpoint,
+    uid: &str,
+    st: &mut TradingBotStatus,
+) {
+    let report = match ctx.bots.security(endpoint).await {
+        Ok(a) => a.exchange_credentials,
+        Err(e) => {
+            debug!(bot = %bot.name_any(), error = %e, "cannot read the bot's credentials report");
+            return;
+        }
+    };
+    let Some(report) = report else {
+        // an older bot without the field
+        return;
+    };
+    let next = fold_report(&report);
+    let stored_error = st
+        .exchange_credentials
+        .as_ref()
+        .and_then(|c| c.last_error.clone());
+    if let Some(error) = &next.last_error {
+        let what = format!(
+            "{error}@{}",
+            report.last_change_seen.as_deref().unwrap_or_default()
+        );
+        if first_announcement(&format!("{uid}/rejected"), &what)
+            && stored_error.as_ref() != Some(error)
+        {
+            let keeps = match &next.fingerprint {
+                Some(fp) => format!("the set with fingerprint {fp} stays in use"),
+                None => "the bot has no valid set".to_string(),
+            };
+            ctx.event(
+                bot,
+                EventType::Warning,
+                REJECTED_REASON,
+                "CheckCredentials",
+                format!("the bot refused the new exchange credentials: {error}; {keeps}"),
+            )
+            .await;
+        }
+    }
+    st.exchange_credentials = Some(next);
+}
+
 /// Sets `KeyRotationDue` in `st` from the exchange credentials Secret's annotation, with
-/// a Warning Event when it turns True. Returns when to look again (`Duration::MAX`:
-/// nothing time-driven). A Secret that cannot be read now leaves the condition as it
-/// is; a bot without credentials has no such condition.
-pub async fn step(ctx: &Context, bot: &TradingBot, st: &mut TradingBotStatus) -> Duration {
+/// a Warning Event when it turns True, and `status.exchangeCredentials` from the bot at
+/// `endpoint`. Returns when to look again (`Duration::MAX`: nothing time-driven). A
+/// Secret that cannot be read now leaves the condition as it is; a bot without
+/// credentials has neither.
+pub async fn step(
+    ctx: &Context,
+    bot: &TradingBot,
+    endpoint: &BotEndpoint,
+    st: &mut TradingBotStatus,
+) -> Duration {
     let Some(secret_ref) = &bot.spec.exchange.credentials_secret_ref else {
         remove_condition(&mut st.conditions, KEY_ROTATION_DUE);
+        st.exchange_credentials = None;
         return Duration::MAX;
     };
+    let uid = bot
+        .uid()
+        .unwrap_or_else(|| format!("{}/{}", bot.namespace().unwrap_or_default(), bot.name_any()));
+    copy_report(ctx, bot, endpoint, &uid, st).await;
     // An unparsable interval is reported by validation (InvalidSpec).
     let Ok(interval) = duration::parse(&bot.spec.api_keys.rotation_interval) else {
         return Duration::MAX;
@@ -246,9 +338,6 @@ pub async fn step(ctx: &Context, bot: &TradingBot, st: &mut TradingBotStatus) ->
     let was_true =
         conditions::find(&st.conditions, KEY_ROTATION_DUE).is_some_and(|c| c.status == "True");
     put(st, &assessment, generation);
-    let uid = bot
-        .uid()
-        .unwrap_or_else(|| format!("{namespace}/{}", bot.name_any()));
     if assessment.due == Due::Yes {
         let what = format!(
             "{}@{}",
@@ -374,6 +463,22 @@ mod tests {
             ("Unknown", "NoRotationTime")
         );
         assert_eq!(st.conditions.len(), 1);
+    }
+
+    #[test]
+    fn the_report_is_stored_with_whole_seconds_and_a_bounded_error() {
+        let r = ExchangeCredentialsReport {
+            fingerprint: Some("0123456789ab".into()),
+            loaded_at: Some("2026-11-25T16:00:00.987654Z".into()),
+            last_change_seen: Some("2026-11-25T16:05:00.1Z".into()),
+            last_error: Some("x".repeat(5000)),
+        };
+        let s = fold_report(&r);
+        assert_eq!(s.fingerprint.as_deref(), Some("0123456789ab"));
+        assert_eq!(s.loaded_at.unwrap().0.to_string(), "2026-11-25T16:00:00Z");
+        assert_eq!(s.last_error.unwrap().len(), MAX_ERROR);
+        let none = fold_report(&ExchangeCredentialsReport::default());
+        assert_eq!(none, ExchangeCredentialsStatus::default());
     }
 
     #[test]

@@ -463,8 +463,9 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner, fleet: &Fleet) -> R
             let next_key_step =
                 keys::step(ctx, &mut current, &target, &pod.endpoint, &gate, &mut st).await;
             requeue = requeue.min(next_key_step);
-            // exchange credentials age (see credentials.rs): KeyRotationDue
-            requeue = requeue.min(super::credentials::step(ctx, &current, &mut st).await);
+            // exchange credentials (see credentials.rs): KeyRotationDue, the bot's report
+            requeue =
+                requeue.min(super::credentials::step(ctx, &current, &pod.endpoint, &mut st).await);
         }
         Err(Error::Bot(e)) => {
             debug!(bot = %owner.name, error = %e, "bot API call failed");
