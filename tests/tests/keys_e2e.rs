@@ -260,6 +260,10 @@ async fn on_demand_rotation_overlaps_for_the_grace_period_then_drops_the_old_tok
     // grace period: a client with the old token and one with the new are both served
     assert_eq!(status_with(&addr, &old).await, 200, "old token in grace");
     assert_eq!(status_with(&addr, &new).await, 200, "new token in grace");
+    // The operator waited until the bot held the new token before using it: the
+    // rotation left no rejected call in the bot's security audit.
+    let (_, audit) = bot_api(&addr, &new, "GET", "/api/v1/security", "").await;
+    assert_eq!(audit["authFailures"]["total"], 0, "{audit}");
     assert_eq!(
         tokens(&e, "rot").await.len(),
         2,

@@ -26,6 +26,8 @@ const REPO: &str = "ghcr.io/iq720/iq720-bot";
 /// A release that migrates the database one schema version forward and fails its
 /// health gate.
 const MIGRATING: &str = "0.3.0-migrating";
+/// Another image repository serving the same 0.1.0 release.
+const MIRROR: &str = "mirror.local/iq720-bot";
 
 /// Maps the good and the broken test versions to the bot binary.
 fn map_versions(e: &Env) {
@@ -43,6 +45,9 @@ fn map_versions(e: &Env) {
             &bot,
             &["--report-version", "0.2.0-broken", "--fault", "unhealthy"],
         )
+        .unwrap();
+    e.cluster
+        .map_image(&format!("{MIRROR}:0.1.0"), &bot, &[])
         .unwrap();
     e.cluster
         .map_image(
@@ -600,6 +605,70 @@ async fn pre_update_backup_is_verified_before_the_roll() {
         "BENCH rollout with-pre-update-backup total_s={:.1} gate_after_roll_s={:.1}",
         total.as_secs_f64(),
         record.gate_ms.unwrap() as f64 / 1000.0
+    );
+    teardown(e).await;
+}
+
+#[tokio::test]
+async fn an_image_repository_change_is_a_rollout_through_the_gate() {
+    let e = env().await;
+    map_versions(&e);
+    let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-mirror", &[]).await;
+    let extra = "  update: {healthTimeout: 60s, preUpdateBackup: false}\n";
+    apply_running(&e, "mirror", extra, &op).await;
+    wait_bot(
+        &e,
+        "mirror",
+        "stable version recorded",
+        |b| rollout(b).stable_version.as_deref() == Some("0.1.0"),
+        &op,
+    )
+    .await;
+    let t0 = Instant::now();
+    bots(&e)
+        .patch(
+            "mirror",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"image": {"repository": MIRROR}}})),
+        )
+        .await
+        .unwrap();
+    let release = format!("{MIRROR}:0.1.0");
+    let done = wait_bot(
+        &e,
+        "mirror",
+        "the repository change passed the gate",
+        |b| {
+            rollout(b)
+                .history
+                .first()
+                .is_some_and(|h| h.result == RolloutResult::Succeeded)
+        },
+        &op,
+    )
+    .await;
+    let took = t0.elapsed();
+    let r = rollout(&done);
+    assert_eq!(
+        (
+            r.history[0].from_version.as_str(),
+            r.history[0].to_version.as_str()
+        ),
+        ("0.1.0", release.as_str())
+    );
+    assert_eq!(r.stable_version.as_deref(), Some(release.as_str()));
+    assert_eq!(template_image(&e, "mirror").await, release);
+    let (image, _, _) = pod_image_uid(&e, "mirror").await.unwrap();
+    assert_eq!(image, release);
+    assert!(
+        events(&e, "mirror")
+            .await
+            .iter()
+            .any(|r| r == "RolloutStarted")
+    );
+    println!(
+        "BENCH rollout image-repository-change total_s={:.1}",
+        took.as_secs_f64()
     );
     teardown(e).await;
 }

@@ -388,7 +388,9 @@ pub async fn backup(State(bot): State<AppState>) -> Result<Response, ApiError> {
     let file = tokio::fs::File::from_std(file);
     let stream = futures::stream::unfold(file, |mut f| async move {
         use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 64 * 1024];
+        // 1 MiB reads: each read is a hop to the blocking pool, so small reads (64 KiB)
+        // made the bot, not the network, the limit of a backup's upload.
+        let mut buf = vec![0u8; 1024 * 1024];
         match f.read(&mut buf).await {
             Ok(0) => None,
             Ok(n) => {

@@ -372,6 +372,16 @@ async fn advance(
             let Some(new_token) = new_token else {
                 return Ok(STEP_AGAIN);
             };
+            // Ask with the token in use whether the bot holds the new key yet: probing
+            // with a token it does not hold yet would count as a rejected call in its
+            // security audit (and raise AuthFailures) at every rotation. A bot without
+            // the audit API is probed directly.
+            if let Ok(audit) = ctx.bots.security(endpoint).await
+                && !audit.tokens.iter().any(|t| t.id == rotation.new_key)
+            {
+                debug!(bot = %target.name, new_key = %rotation.new_key, "the bot does not hold the new API token yet");
+                return Ok(STEP_AGAIN);
+            }
             let probe = BotEndpoint {
                 base: endpoint.base.clone(),
                 token: new_token.clone(),

@@ -1,6 +1,7 @@
-//! Version rollouts: a change of `spec.version` away from the last version that passed
-//! the health gate (`status.rollout.stableVersion`) is carried out step by step instead
-//! of rolling the pod at once:
+//! Version rollouts: a change of `spec.version` (or of `spec.image.repository`: the
+//! pair is the release, [`release_of`]) away from the last release that passed the
+//! health gate (`status.rollout.stableVersion`) is carried out step by step instead of
+//! rolling the pod at once:
 //!
 //! ```text
 //! WaitingForWindow ──(window allows upgrades)──▶ BackingUp ──(verified, or no schedule)──▶
@@ -49,6 +50,7 @@ use std::time::Duration;
 
 use iq720_contract::api::StatusResponse;
 use iq720_crds::backup_schedule::BACKUP_NOW_ANNOTATION;
+use iq720_crds::trading_bot::DEFAULT_BOT_IMAGE;
 use iq720_crds::trading_bot::{
     ActiveRollout, RESUME_UPDATES_ANNOTATION, RollbackRestore, RolloutRecord, RolloutResult,
     RolloutStatus, RolloutStep, TradingBotPhase,
@@ -96,8 +98,11 @@ const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
 /// What the spec asks of rollouts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Wanted {
-    /// `spec.version`.
+    /// The release asked for ([`release_of`] `spec.image.repository` and
+    /// `spec.version`): a change of either is a rollout.
     pub version: String,
+    /// `spec.image.repository`.
+    pub repository: String,
     /// `spec.update.autoRollback`.
     pub auto_rollback: bool,
     /// `spec.update.preUpdateBackup`.
@@ -113,7 +118,8 @@ impl Wanted {
     pub fn of(bot: &TradingBot) -> Self {
         let update = &bot.spec.update;
         Self {
-            version: bot.spec.version.clone(),
+            version: release_of(&bot.spec.image.repository, &bot.spec.version),
+            repository: bot.spec.image.repository.clone(),
             auto_rollback: update.auto_rollback,
             pre_update_backup: update.pre_update_backup,
             health_timeout: iq720_contract::duration::parse(&update.health_timeout)
@@ -123,10 +129,49 @@ impl Wanted {
     }
 }
 
-/// Whether two version strings name the same release (`v1.2.0` = `1.2.0`).
+/// The release a rollout moves between: `spec.version` alone with the default image
+/// repository (so `status.rollout` reads `0.2.0`), else `repository:version`. A change
+/// of `spec.image.repository` is therefore a rollout like a change of `spec.version`.
+pub fn release_of(repository: &str, version: &str) -> String {
+    if repository == DEFAULT_BOT_IMAGE {
+        version.to_string()
+    } else {
+        format!("{repository}:{version}")
+    }
+}
+
+/// The image repository of a release (the default when it names none).
+pub fn repository_part(release: &str) -> &str {
+    match release.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => DEFAULT_BOT_IMAGE,
+    }
+}
+
+/// The version (image tag) of a release: what the bot reports on its status API.
+pub fn version_part(release: &str) -> &str {
+    match release.rsplit_once(':') {
+        Some((_, tag)) if !tag.contains('/') => tag,
+        _ => release,
+    }
+}
+
+/// Whether two releases are the same: the same repository and version (`v1.2.0` =
+/// `1.2.0`). Also compares a bare version with a release of the default repository.
 pub fn same_version(a: &str, b: &str) -> bool {
     let strip = |s: &str| s.strip_prefix('v').unwrap_or(s).to_string();
-    strip(a) == strip(b)
+    repository_part(a) == repository_part(b) && strip(version_part(a)) == strip(version_part(b))
+}
+
+/// The container image of a release.
+pub fn image_of(release: &str) -> String {
+    format!("{}:{}", repository_part(release), version_part(release))
+}
+
+/// Whether the version a bot reports is the version of `release`.
+fn reports(reported: &str, release: &str) -> bool {
+    let strip = |s: &str| s.strip_prefix('v').unwrap_or(s).to_string();
+    strip(reported) == strip(version_part(release))
 }
 
 /// Something a person wants to see in `kubectl describe` (an Event).
@@ -176,9 +221,10 @@ impl Plan {
     /// The builder input: the bot, with the version replaced when the plan says so.
     pub fn builder_input<'a>(&self, bot: &'a TradingBot) -> Cow<'a, TradingBot> {
         match &self.version_override {
-            Some(v) if *v != bot.spec.version => {
+            Some(v) if *v != release_of(&bot.spec.image.repository, &bot.spec.version) => {
                 let mut b = bot.clone();
-                b.spec.version = v.clone();
+                b.spec.image.repository = repository_part(v).to_string();
+                b.spec.version = version_part(v).to_string();
                 Cow::Owned(b)
             }
             _ => Cow::Borrowed(bot),
@@ -255,7 +301,7 @@ pub fn advance(
     if r.stable_version.is_none() {
         // A bot from before rollouts existed: what it runs is the baseline. A new bot
         // gets its baseline when it first reports spec.version (see `observe`).
-        r.stable_version = running.map(str::to_string);
+        r.stable_version = running.map(|v| release_of(&w.repository, v));
     }
     let Some(stable) = r.stable_version.clone() else {
         return notes;
@@ -449,6 +495,9 @@ pub struct Health {
     pub stuck: Option<String>,
     /// The bot's answer, when it gave one.
     pub probe: Option<Probe>,
+    /// The image the bot pod's container runs, when the pod was found. A release that
+    /// keeps the version (a new image repository) is told from the old pod only by it.
+    pub pod_image: Option<String>,
 }
 
 /// Result of the health gate on one observation.
@@ -470,11 +519,20 @@ pub fn gate_check(h: &Health, to: &str) -> GateCheck {
     if !h.pod_ready {
         return GateCheck::Wait("the pod is not Ready".into());
     }
+    if let Some(image) = &h.pod_image
+        && *image != image_of(to)
+    {
+        return GateCheck::Wait(format!("the pod still runs {image}, not {}", image_of(to)));
+    }
     let Some(p) = &h.probe else {
         return GateCheck::Wait("the bot does not answer its status API".into());
     };
-    if !same_version(&p.version, to) {
-        return GateCheck::Wait(format!("the bot reports version {}, not {to}", p.version));
+    if !reports(&p.version, to) {
+        return GateCheck::Wait(format!(
+            "the bot reports version {}, not {}",
+            p.version,
+            version_part(to)
+        ));
     }
     match p.engine_loop_age_seconds {
         Some(age) if age <= HEARTBEAT_MAX_AGE_SECONDS => {}
@@ -508,7 +566,7 @@ pub fn observe(w: &Wanted, r: &mut RolloutStatus, h: &Health, now: Timestamp) ->
     if r.stable_version.is_none() {
         if h.pod_ready
             && let Some(p) = &h.probe
-            && same_version(&p.version, &w.version)
+            && reports(&p.version, &w.version)
         {
             r.stable_version = Some(w.version.clone());
         }
@@ -871,10 +929,16 @@ pub async fn finish(
         },
         _ => None,
     };
+    let pod_image = if needed {
+        bot_pod_image(ctx, bot).await
+    } else {
+        None
+    };
     let health = Health {
         pod_ready,
         stuck,
         probe,
+        pod_image,
     };
     let out = observe(&w, &mut r, &health, Timestamp::now());
     if outputs(&w, &r, Timestamp::now()).bypass_window {
@@ -927,6 +991,27 @@ pub async fn rollback_restore_source(
         location: schedule.spec.destination.clone(),
         if_schema_too_new: true,
     })
+}
+
+/// The image of the bot pod's container (from the cache when there is one).
+async fn bot_pod_image(ctx: &Context, bot: &TradingBot) -> Option<String> {
+    let ns = bot.namespace().unwrap_or_default();
+    let name = crate::botlink::BotRef::new(&ns, &bot.name_any()).pod_name();
+    let pod = match ctx.cache.stores() {
+        Some(stores) => {
+            crate::shared::cache::lookup(&stores.pods, &ns, &name).map(|p| (*p).clone())
+        }
+        None => Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&name)
+            .await
+            .ok()
+            .flatten(),
+    }?;
+    let spec = pod.spec?;
+    spec.containers
+        .into_iter()
+        .find(|c| c.name == super::build::stateful_set::CONTAINER)
+        .and_then(|c| c.image)
 }
 
 /// Deletes the bot's pod when it still runs the failed version and is not Ready.
@@ -1062,6 +1147,7 @@ mod tests {
     fn w(version: &str) -> Wanted {
         Wanted {
             version: version.into(),
+            repository: repository_part(version).into(),
             auto_rollback: true,
             pre_update_backup: false,
             health_timeout: Duration::from_secs(60),
@@ -1090,11 +1176,22 @@ mod tests {
                 engine_loop_age_seconds: Some(0.5),
                 market_data_fresh: true,
             }),
+            pod_image: None,
         }
     }
 
     fn step(r: &RolloutStatus) -> Option<RolloutStep> {
         r.active.as_ref().map(|a| a.step)
+    }
+
+    /// From a rollout that `advance` started, until the pod is rolled (HealthGate).
+    fn to_health_gate_from_started(wanted: &Wanted, r: &mut RolloutStatus, now: Timestamp) {
+        advance(wanted, r, None, None, false, now);
+        assert_eq!(step(r), Some(RolloutStep::HaltingEntries));
+        let mut paused = healthy(r.stable_version.as_deref().map(version_part).unwrap());
+        paused.probe.as_mut().unwrap().paused = true;
+        observe(wanted, r, &paused, now);
+        assert_eq!(step(r), Some(RolloutStep::HealthGate));
     }
 
     /// Drives a rollout of `to` from `r` until the pod is rolled (HealthGate).
@@ -1288,6 +1385,82 @@ mod tests {
                 .iter()
                 .all(|n| n.reason != "RollbackRestoresDatabase")
         );
+    }
+
+    #[test]
+    fn a_release_names_the_repository_only_when_it_is_not_the_default() {
+        assert_eq!(release_of(DEFAULT_BOT_IMAGE, "0.2.0"), "0.2.0");
+        let custom = release_of("registry.local:5000/team/iq720-bot", "0.2.0");
+        assert_eq!(custom, "registry.local:5000/team/iq720-bot:0.2.0");
+        assert_eq!(
+            repository_part(&custom),
+            "registry.local:5000/team/iq720-bot"
+        );
+        assert_eq!(version_part(&custom), "0.2.0");
+        assert_eq!(
+            (repository_part("0.2.0"), version_part("0.2.0")),
+            (DEFAULT_BOT_IMAGE, "0.2.0")
+        );
+        assert!(same_version("v0.2.0", "0.2.0"));
+        assert!(
+            !same_version(&custom, "0.2.0"),
+            "another repository is another release"
+        );
+        assert!(reports("0.2.0", &custom));
+    }
+
+    #[test]
+    fn an_image_repository_change_is_a_rollout_through_the_gate() {
+        let mirror = release_of("mirror.local/iq720-bot", "0.1.0");
+        let wanted = w(&mirror);
+        let mut r = stable("0.1.0");
+        let notes = advance(&wanted, &mut r, None, None, false, t(0));
+        assert_eq!(notes[0].reason, "RolloutStarted");
+        assert_eq!(r.active.as_ref().unwrap().to_version, mirror);
+        to_health_gate_from_started(&wanted, &mut r, t(1));
+        let plan = outputs(&wanted, &r, t(2));
+        let mut bot: TradingBot = serde_json::from_value(serde_json::json!({
+            "apiVersion": "trading.iq720.io/v1alpha1", "kind": "TradingBot",
+            "metadata": {"name": "b", "namespace": "n"},
+            "spec": {"version": "0.1.0", "pairs": ["BTC/USDT"],
+                     "image": {"repository": "mirror.local/iq720-bot"}},
+        }))
+        .unwrap();
+        // The gate runs the new repository; the bot reports the version it always did.
+        assert_eq!(
+            plan.builder_input(&bot).spec.image.repository,
+            "mirror.local/iq720-bot"
+        );
+        let out = observe(&wanted, &mut r, &healthy("0.1.0"), t(3));
+        assert_eq!(out.notes[0].reason, "RolloutSucceeded");
+        assert_eq!(r.stable_version.as_deref(), Some(mirror.as_str()));
+        // A broken mirror would have rolled back to the default repository.
+        bot.spec.image.repository = "broken.local/iq720-bot".into();
+        let back = Plan {
+            version_override: Some("0.1.0".into()),
+            ..Plan::default()
+        };
+        let input = back.builder_input(&bot);
+        assert_eq!(
+            (
+                input.spec.image.repository.as_str(),
+                input.spec.version.as_str()
+            ),
+            (DEFAULT_BOT_IMAGE, "0.1.0")
+        );
+    }
+
+    #[test]
+    fn the_gate_waits_for_the_pod_of_the_new_image() {
+        let mirror = release_of("mirror.local/iq720-bot", "0.1.0");
+        let mut old_pod = healthy("0.1.0");
+        old_pod.pod_image = Some(format!("{DEFAULT_BOT_IMAGE}:0.1.0"));
+        assert!(
+            matches!(gate_check(&old_pod, &mirror), GateCheck::Wait(w) if w.contains("still runs"))
+        );
+        let mut new_pod = healthy("0.1.0");
+        new_pod.pod_image = Some("mirror.local/iq720-bot:0.1.0".into());
+        assert_eq!(gate_check(&new_pod, &mirror), GateCheck::Pass);
     }
 
     #[test]

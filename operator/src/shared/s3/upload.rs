@@ -32,7 +32,7 @@ use tracing::{info, warn};
 use super::{META_SHA256, S3Error, S3Target};
 
 /// Parts uploaded at the same time while the next one is read.
-pub const PARTS_IN_FLIGHT: usize = 2;
+pub const PARTS_IN_FLIGHT: usize = 4;
 
 /// An object stored in S3.
 #[derive(Debug, Clone)]
