@@ -643,7 +643,10 @@ pub struct TradingBotStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<TradingBotPhase>,
     /// Standard conditions: Ready, MarketDataHealthy, Paused, EmergencyStopped,
-    /// Upgrading, AutoUpdatesHalted, InvalidSpec.
+    /// Upgrading, AutoUpdatesHalted, InvalidSpec, and KeyRotationDue (with
+    /// `spec.exchange.credentialsSecretRef`: the credentials are older than
+    /// `spec.apiKeys.rotationInterval`, counted from the Secret's annotation
+    /// `trading.iq720.io/rotated-at`; Unknown without it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Generation of the spec that this status describes.
