@@ -996,7 +996,7 @@ pub async fn rollback_restore_source(
 /// The image of the bot pod's container (from the cache when there is one).
 async fn bot_pod_image(ctx: &Context, bot: &TradingBot) -> Option<String> {
     let ns = bot.namespace().unwrap_or_default();
-    let name = crate::botlink::BotRef::new(&ns, &bot.name_any()).pod_name();
+    let name = crate::botlink::BotRef::new(&ns, bot.name_any()).pod_name();
     let pod = match ctx.cache.stores() {
         Some(stores) => {
             crate::shared::cache::lookup(&stores.pods, &ns, &name).map(|p| (*p).clone())
