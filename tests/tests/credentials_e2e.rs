@@ -22,9 +22,8 @@ use common::{Operator, bot_api};
 use iq720_crds::TradingBot;
 use iq720_tests::poll_until;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -96,21 +95,8 @@ fn status_creds(b: &TradingBot) -> Option<(Option<String>, Option<String>)> {
     Some((c.fingerprint.clone(), c.last_error.clone()))
 }
 
-async fn events_with_reason(e: &Env, bot: &str, reason: &str) -> Vec<String> {
-    let api: Api<Event> = Api::namespaced(e.cluster.client.clone(), e.ns.name());
-    api.list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|ev| ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(bot))
-        .filter(|ev| ev.reason.as_deref() == Some(reason))
-        .map(|ev| ev.note.unwrap_or_default())
-        .collect()
-}
-
 async fn key_rotation_events(e: &Env, bot: &str) -> Vec<String> {
-    events_with_reason(e, bot, "KeyRotationDue").await
+    event_notes_with_reason(e, bot, "KeyRotationDue").await
 }
 
 fn assert_no_values(text: &str, values: &[&str]) {
@@ -262,7 +248,7 @@ async fn changed_credentials_are_picked_up_without_restart_and_their_age_is_repo
         DEADLINE,
         Duration::from_millis(250),
         || async {
-            Some(events_with_reason(&e, name, "ExchangeCredentialsRejected").await)
+            Some(event_notes_with_reason(&e, name, "ExchangeCredentialsRejected").await)
                 .filter(|v| !v.is_empty())
         },
     )

@@ -427,23 +427,30 @@ async fn select_for_backup(e: &Env, name: &str) {
         .unwrap();
 }
 
-#[tokio::test]
-async fn a_schema_migrating_version_is_rolled_back_with_the_database_restored() {
-    let e = env().await;
-    map_versions(&e);
-    backup_schedule(&e).await;
-    let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-migrate", &[]).await;
-    let extra = "  update: {healthTimeout: 30s, preUpdateBackup: true}\n";
-    apply_running(&e, "mig", extra, &op).await;
-    select_for_backup(&e, "mig").await;
+/// Starts an operator and a bot at 0.1.0 that the `nightly` schedule backs up before
+/// each rollout (`preUpdateBackup`), with this health timeout.
+async fn backed_up_bot(e: &Env, name: &str, health_timeout: &str) -> Operator {
+    map_versions(e);
+    backup_schedule(e).await;
+    let op = Operator::start(&e.kubeconfig, e.ns.name(), &format!("op-{name}"), &[]).await;
+    let extra = format!("  update: {{healthTimeout: {health_timeout}, preUpdateBackup: true}}\n");
+    apply_running(e, name, &extra, &op).await;
+    select_for_backup(e, name).await;
     wait_bot(
-        &e,
-        "mig",
+        e,
+        name,
         "stable version recorded",
         |b| rollout(b).stable_version.as_deref() == Some("0.1.0"),
         &op,
     )
     .await;
+    op
+}
+
+#[tokio::test]
+async fn a_schema_migrating_version_is_rolled_back_with_the_database_restored() {
+    let e = env().await;
+    let op = backed_up_bot(&e, "mig", "30s").await;
     let (addr, token) = bot_addr_token(&e, "mig").await;
     let (_, before) = bot_api(&addr, &token, "GET", "/api/v1/status", "").await;
     assert_eq!(before["schemaVersion"], 1, "{before}");
@@ -521,20 +528,7 @@ async fn a_schema_migrating_version_is_rolled_back_with_the_database_restored() 
 #[tokio::test]
 async fn pre_update_backup_is_verified_before_the_roll() {
     let e = env().await;
-    map_versions(&e);
-    backup_schedule(&e).await;
-    let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-backup", &[]).await;
-    let extra = "  update: {healthTimeout: 60s, preUpdateBackup: true}\n";
-    apply_running(&e, "bk", extra, &op).await;
-    select_for_backup(&e, "bk").await;
-    wait_bot(
-        &e,
-        "bk",
-        "stable version recorded",
-        |b| rollout(b).stable_version.as_deref() == Some("0.1.0"),
-        &op,
-    )
-    .await;
+    let op = backed_up_bot(&e, "bk", "60s").await;
     let t0 = Instant::now();
     merge_patch(&e, "bk", json!({"version": "0.2.0"})).await;
     let backing = wait_bot(

@@ -13,9 +13,6 @@ use common::bots::*;
 use common::{Operator, bot_api};
 use iq720_crds::TradingBot;
 use iq720_tests::poll_until;
-use k8s_openapi::api::events::v1::Event;
-use kube::Api;
-use kube::api::ListParams;
 
 const WRONG: &str = "wrong-token-0000deadbeef0000";
 const ATTEMPTS: u64 = 4;
@@ -26,13 +23,9 @@ fn auth_failures(b: &TradingBot) -> Option<i64> {
 
 /// `AuthFailures` Events of the bot: (note, times it was recorded).
 async fn auth_failure_events(e: &Env, bot: &str) -> Vec<(String, i32)> {
-    let api: Api<Event> = Api::namespaced(e.cluster.client.clone(), e.ns.name());
-    api.list(&ListParams::default())
+    bot_events(e, bot)
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .filter(|ev| ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(bot))
         .filter(|ev| ev.reason.as_deref() == Some("AuthFailures"))
         .map(|ev| {
             let times = ev.series.as_ref().map_or(1, |s| s.count);

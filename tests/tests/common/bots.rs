@@ -172,7 +172,8 @@ pub async fn bot_addr_token(e: &Env, name: &str) -> (String, String) {
     (format!("{ip}:8080"), token)
 }
 
-pub async fn events(e: &Env, name: &str) -> Vec<String> {
+/// Every Event about the object `name` in the test namespace.
+pub async fn bot_events(e: &Env, name: &str) -> Vec<Event> {
     let api: Api<Event> = Api::namespaced(e.cluster.client.clone(), e.ns.name());
     api.list(&ListParams::default())
         .await
@@ -180,7 +181,25 @@ pub async fn events(e: &Env, name: &str) -> Vec<String> {
         .items
         .into_iter()
         .filter(|ev| ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+/// The reasons of the Events about `name`.
+pub async fn events(e: &Env, name: &str) -> Vec<String> {
+    bot_events(e, name)
+        .await
+        .into_iter()
         .filter_map(|ev| ev.reason)
+        .collect()
+}
+
+/// The notes of the Events about `name` with `reason`.
+pub async fn event_notes_with_reason(e: &Env, name: &str, reason: &str) -> Vec<String> {
+    bot_events(e, name)
+        .await
+        .into_iter()
+        .filter(|ev| ev.reason.as_deref() == Some(reason))
+        .map(|ev| ev.note.unwrap_or_default())
         .collect()
 }
 
