@@ -79,6 +79,11 @@ fn rollout(b: &TradingBot) -> iq720_crds::trading_bot::RolloutStatus {
         .unwrap_or_default()
 }
 
+/// The bot runs 0.1.0 and trades.
+fn running_stable(b: &TradingBot) -> bool {
+    current_version(b).as_deref() == Some("0.1.0") && phase(b) == Some(TradingBotPhase::Running)
+}
+
 fn current_version(b: &TradingBot) -> Option<String> {
     b.status.as_ref().and_then(|s| s.current_version.clone())
 }
@@ -269,10 +274,7 @@ async fn upgrade_to_a_broken_version_is_rolled_back_and_not_retried() {
         &e,
         "broken",
         "running 0.1.0 again",
-        |b| {
-            current_version(b).as_deref() == Some("0.1.0")
-                && phase(b) == Some(TradingBotPhase::Running)
-        },
+        running_stable,
         &op,
     )
     .await;
@@ -482,10 +484,7 @@ async fn a_schema_migrating_version_is_rolled_back_with_the_database_restored() 
         &e,
         "mig",
         "running 0.1.0 again on the restored database",
-        |b| {
-            current_version(b).as_deref() == Some("0.1.0")
-                && phase(b) == Some(TradingBotPhase::Running)
-        },
+        running_stable,
         &op,
     )
     .await;
