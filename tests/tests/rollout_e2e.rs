@@ -270,14 +270,7 @@ async fn upgrade_to_a_broken_version_is_rolled_back_and_not_retried() {
     assert_eq!(r.stable_version.as_deref(), Some("0.1.0"));
     assert_eq!(r.consecutive_rollbacks, 1);
     // Back on 0.1.0, healthy and trading; spec.version still says the broken one.
-    let back = wait_bot(
-        &e,
-        "broken",
-        "running 0.1.0 again",
-        running_stable,
-        &op,
-    )
-    .await;
+    let back = wait_bot(&e, "broken", "running 0.1.0 again", running_stable, &op).await;
     let healthy_again = t0.elapsed();
     assert_eq!(
         back.spec.version, "0.2.0-broken",
