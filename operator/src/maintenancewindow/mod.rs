@@ -1,8 +1,9 @@
 //! The MaintenanceWindow controller: recurring windows (5-field cron start + duration
 //! in an IANA zone) in which disruptive operations on the selected TradingBots may run.
 //!
-//! Why it is shaped like this: the window arithmetic ([`window`]) and the decision
-//! whether an operation may run ([`gate`]) are pure, so midnight crossings, DST gaps and
+//! Why it is shaped like this: the window arithmetic ([`crate::shared::window`]) and the
+//! decision whether an operation may run ([`crate::shared::gate`], shared because the
+//! TradingBot controller asks it) are pure, so midnight crossings, DST gaps and
 //! repeats, and overlapping windows are unit-tested at exact instants. This controller
 //! only reports a window's state ([`status`]: active, current and next window, selected
 //! bots, deferred operations, Ready/InvalidSpec), publishes Events when a window opens
@@ -16,11 +17,9 @@
 
 pub mod archive;
 pub mod error;
-pub mod gate;
 pub mod status;
 pub mod tasks;
 pub mod validate;
-pub mod window;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -38,6 +37,8 @@ use kube::runtime::{WatchStreamExt, controller};
 use tracing::{debug, info, warn};
 
 use crate::shared::context::Context;
+use crate::shared::gate;
+pub use crate::shared::window::until;
 use error::{Error, Result};
 
 /// Name of this controller in metrics.
@@ -46,8 +47,6 @@ pub const CONTROLLER: &str = "maintenancewindow";
 pub const STATUS_MANAGER: &str = "iq720-operator-maintenancewindow";
 /// Retry of tasks on bots that were not ready, while the window is open.
 const TASK_RETRY: Duration = Duration::from_secs(10);
-/// Slack added to a boundary requeue so the reconcile lands just after the boundary.
-const BOUNDARY_SLACK: Duration = Duration::from_millis(200);
 
 /// What the reconciles of this controller share.
 pub struct State {
@@ -55,12 +54,6 @@ pub struct State {
     pub ctx: Arc<Context>,
     /// TradingBots (for selected bots and deferred operations), once listed.
     bots: Arc<OnceLock<Store<TradingBot>>>,
-}
-
-/// Delay from `now` until `at` plus slack (zero when `at` has passed).
-pub fn until(now: Timestamp, at: Timestamp) -> Duration {
-    let d = at.duration_since(now);
-    Duration::try_from(d).unwrap_or(Duration::ZERO) + BOUNDARY_SLACK
 }
 
 async fn bots_in(state: &State, namespace: &str) -> Result<Vec<Arc<TradingBot>>> {

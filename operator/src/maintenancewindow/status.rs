@@ -23,12 +23,12 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::error::Result;
-use super::gate::MAINTENANCE_PENDING;
-use super::gate::{Gate, Operation, selects};
-use super::window::Period;
 use super::{CONTROLLER, STATUS_MANAGER};
 use crate::shared::conditions::{find, set_condition};
 use crate::shared::context::Context;
+use crate::shared::gate::MAINTENANCE_PENDING;
+use crate::shared::gate::{Gate, Operation, selects};
+use crate::shared::window::Period;
 use iq720_crds::trading_bot::ROTATE_KEYS_ANNOTATION;
 use std::sync::Arc;
 

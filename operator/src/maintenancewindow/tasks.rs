@@ -27,12 +27,12 @@ use tracing::{info, warn};
 
 use super::archive::{self, Owner};
 use super::status::time;
-use super::window::Period;
 use crate::botlink::BotRef;
 use crate::botlink::client::BotEndpoint;
 use crate::botlink::endpoint;
 use crate::botlink::token;
 use crate::shared::context::Context;
+use crate::shared::window::Period;
 use iq720_contract::maintenance::LogCleanupRequest;
 
 /// Deadline of one task call.

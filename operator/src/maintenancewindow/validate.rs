@@ -12,8 +12,8 @@ use iq720_crds::MaintenanceWindowSpec;
 use jiff::Timestamp;
 use kube::core::Selector;
 
-use super::window::WindowSchedule;
 use crate::shared::schedule::{Schedule, ScheduleError};
+use crate::shared::window::WindowSchedule;
 
 /// Checks the spec at `now`; `Err` lists every problem, each a sentence a user can act
 /// on.

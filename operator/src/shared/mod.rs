@@ -1,5 +1,6 @@
 //! Infrastructure every controller uses: the reconcile context, server-side apply with
-//! an ownership check, conditions, metrics, the health server and leader election.
+//! an ownership check, conditions, metrics, the health server, leader election, and
+//! the maintenance-window gate the TradingBot controller asks before disruptive work.
 //!
 //! Why a separate layer: three controllers (TradingBot, BackupSchedule,
 //! MaintenanceWindow) share these pieces, and none of them may depend on another
@@ -10,6 +11,7 @@ pub mod apply;
 pub mod cache;
 pub mod conditions;
 pub mod context;
+pub mod gate;
 pub mod health;
 pub mod leader;
 pub mod metrics;
@@ -18,3 +20,4 @@ pub mod quantity;
 pub mod s3;
 pub mod schedule;
 pub mod status;
+pub mod window;

@@ -55,9 +55,9 @@ use super::status::{self, Written};
 use crate::botlink::BotRef;
 use crate::botlink::client::BotEndpoint;
 use crate::botlink::token::{self, TokenError};
-use crate::maintenancewindow::gate::{Gate, Operation};
 use crate::shared::apply::is_controlled_by;
 use crate::shared::context::Context;
+use crate::shared::gate::{Gate, Operation};
 
 /// How soon the next step is looked at while a rotation moves or waits for the bot.
 const STEP_AGAIN: Duration = Duration::from_secs(2);

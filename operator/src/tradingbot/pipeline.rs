@@ -8,7 +8,7 @@
 //! rollout's health gate ([`super::rollout::finish`]) → status ([`super::status`], one
 //! write, only on change).
 //!
-//! Maintenance windows: before apply, the gate ([`crate::maintenancewindow::gate`])
+//! Maintenance windows: before apply, the gate ([`crate::shared::gate`])
 //! says whether a pod restart may happen now; if not, apply keeps the running pod
 //! template and the bot gets `MaintenancePending` True with what waits and when the
 //! window opens. Hot-reloadable changes, pause and emergency stop never wait. The
@@ -38,11 +38,11 @@ use crate::botlink::BotRef;
 use crate::botlink::client::BotApiError;
 use crate::botlink::endpoint::{self, PodLookup};
 use crate::botlink::token::{self, TokenError};
-use crate::maintenancewindow::gate::{self, Gate, Operation, Verdict};
 use crate::shared::apply::is_controlled_by;
 use crate::shared::cache::lookup;
 use crate::shared::conditions;
 use crate::shared::context::Context;
+use crate::shared::gate::{self, Gate, Operation, Verdict};
 
 /// Requeue after a failure that may pass on retry.
 const RETRY_SOON: Duration = Duration::from_secs(5);
@@ -122,7 +122,7 @@ fn requeue_with_windows(requeue: Duration, gate: &Result<Gate, String>) -> Durat
         .ok()
         .and_then(|g| g.next_boundary(now))
         .map_or(requeue, |at| {
-            requeue.min(crate::maintenancewindow::until(now, at))
+            requeue.min(crate::shared::window::until(now, at))
         })
 }
 

@@ -34,7 +34,7 @@ pub mod condition {
     pub const STORAGE_IN_SYNC: &str = "StorageInSync";
     /// A pod-restarting change waits for a maintenance window (True: the message says
     /// what waits and when the window opens; the running pod stays as it is).
-    pub use crate::maintenancewindow::gate::MAINTENANCE_PENDING;
+    pub use crate::shared::gate::MAINTENANCE_PENDING;
 }
 
 /// Whether two statuses differ only in the live figures (PnL, win rate), which are

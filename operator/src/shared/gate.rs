@@ -1,7 +1,8 @@
 //! The gate: may a disruptive operation run on a bot now, and if not, when?
 //!
-//! Used by the other controllers (the TradingBot controller asks before it rolls the
-//! pod). Pure except [`windows_in`], which reads the namespace's MaintenanceWindows from
+//! Shared because the TradingBot controller asks it (before it rolls the pod, rotates
+//! keys or pauses for a window) and the MaintenanceWindow controller reports with it,
+//! and neither controller may import the other. Pure except [`windows_in`], which reads the namespace's MaintenanceWindows from
 //! the MaintenanceWindow controller's reflector store (or lists them before that store
 //! has its first full list — an empty store must never read as "no windows", or a change
 //! would roll ungated).

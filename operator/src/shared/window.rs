@@ -17,6 +17,15 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::shared::schedule::Schedule;
 
+/// Slack added to a boundary requeue so the reconcile lands just after the boundary.
+const BOUNDARY_SLACK: Duration = Duration::from_millis(200);
+
+/// Delay from `now` until `at` plus slack (zero when `at` has passed).
+pub fn until(now: Timestamp, at: Timestamp) -> Duration {
+    let d = at.duration_since(now);
+    Duration::try_from(d).unwrap_or(Duration::ZERO) + BOUNDARY_SLACK
+}
+
 /// Most starts walked while merging back-to-back occurrences or checking the period.
 const WALK_LIMIT: usize = 2_000;
 
