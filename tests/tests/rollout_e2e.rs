@@ -14,7 +14,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::bots::*;
-use common::{Operator, bot_api};
+use common::{Operator, backups, bot_api};
 use iq720_crds::TradingBot;
 use iq720_crds::trading_bot::{RolloutResult, RolloutStep, TradingBotPhase};
 use iq720_tests::poll_until;
@@ -375,39 +375,10 @@ async fn emergency_stop_during_a_rollout_wins_at_once() {
 
 /// MinIO credentials and a BackupSchedule `nightly` selecting bots labelled backup=yes.
 async fn backup_schedule(e: &Env) {
-    let access = e
-        .cluster
-        .env
-        .var("IQ720_S3_ACCESS_KEY")
-        .unwrap()
-        .to_string();
-    let secret = e
-        .cluster
-        .env
-        .var("IQ720_S3_SECRET_KEY")
-        .unwrap()
-        .to_string();
-    iq720_tests::apply_yaml(
-        &e.cluster.client,
-        Some(e.ns.name()),
-        &format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: e2e-s3}}\nstringData:\n  AWS_ACCESS_KEY_ID: \"{access}\"\n  AWS_SECRET_ACCESS_KEY: \"{secret}\"\n"
-        ),
-    )
-    .await
-    .unwrap();
-    iq720_tests::apply_yaml(
-        &e.cluster.client,
-        Some(e.ns.name()),
-        &format!(
-            "apiVersion: trading.iq720.io/v1alpha1\nkind: BackupSchedule\nmetadata: {{name: nightly}}\nspec:\n  schedule: \"0 3 * * *\"\n  botSelector: {{matchLabels: {{backup: \"yes\"}}}}\n  destination:\n    bucket: {}\n    prefix: rollout-e2e/{}\n    endpoint: {}\n    forcePathStyle: true\n    credentialsSecretRef: {{name: e2e-s3}}\n",
-            iq720_tests::s3_bucket(&e.cluster).unwrap(),
-            e.ns.name(),
-            e.cluster.env.var("IQ720_S3_ENDPOINT").unwrap(),
-        ),
-    )
-    .await
-    .unwrap();
+    let (access, secret) = backups::minio_credentials(e);
+    backups::apply_s3_secret(e, "e2e-s3", &access, &secret).await;
+    let prefix = format!("rollout-e2e/{}", e.ns.name());
+    backups::apply_cluster_schedule(e, "nightly", "0 3 * * *", None, &prefix, "e2e-s3", "").await;
 }
 
 /// Labels a bot so that the `nightly` schedule selects it.
@@ -422,15 +393,12 @@ async fn select_for_backup(e: &Env, name: &str) {
         .unwrap();
 }
 
-/// Starts an operator and a bot at 0.1.0 that the `nightly` schedule backs up before
-/// each rollout (`preUpdateBackup`), with this health timeout.
-async fn backed_up_bot(e: &Env, name: &str, health_timeout: &str) -> Operator {
+/// Starts an operator and a bot at 0.1.0 (`extra` appended to its spec) and waits until
+/// 0.1.0 is recorded as the stable release.
+async fn stable_bot(e: &Env, name: &str, extra: &str) -> Operator {
     map_versions(e);
-    backup_schedule(e).await;
     let op = Operator::start(&e.kubeconfig, e.ns.name(), &format!("op-{name}"), &[]).await;
-    let extra = format!("  update: {{healthTimeout: {health_timeout}, preUpdateBackup: true}}\n");
-    apply_running(e, name, &extra, &op).await;
-    select_for_backup(e, name).await;
+    apply_running(e, name, extra, &op).await;
     wait_bot(
         e,
         name,
@@ -439,6 +407,16 @@ async fn backed_up_bot(e: &Env, name: &str, health_timeout: &str) -> Operator {
         &op,
     )
     .await;
+    op
+}
+
+/// [`stable_bot`] that the `nightly` schedule backs up before each rollout
+/// (`preUpdateBackup`), with this health timeout.
+async fn backed_up_bot(e: &Env, name: &str, health_timeout: &str) -> Operator {
+    backup_schedule(e).await;
+    let extra = format!("  update: {{healthTimeout: {health_timeout}, preUpdateBackup: true}}\n");
+    let op = stable_bot(e, name, &extra).await;
+    select_for_backup(e, name).await;
     op
 }
 
@@ -598,18 +576,8 @@ async fn pre_update_backup_is_verified_before_the_roll() {
 #[tokio::test]
 async fn an_image_repository_change_is_a_rollout_through_the_gate() {
     let e = env().await;
-    map_versions(&e);
-    let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-mirror", &[]).await;
     let extra = "  update: {healthTimeout: 60s, preUpdateBackup: false}\n";
-    apply_running(&e, "mirror", extra, &op).await;
-    wait_bot(
-        &e,
-        "mirror",
-        "stable version recorded",
-        |b| rollout(b).stable_version.as_deref() == Some("0.1.0"),
-        &op,
-    )
-    .await;
+    let op = stable_bot(&e, "mirror", extra).await;
     let t0 = Instant::now();
     bots(&e)
         .patch(
