@@ -28,7 +28,7 @@ use futures::StreamExt;
 use iq720_crds::{MaintenanceWindow, TradingBot};
 use jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
@@ -57,21 +57,7 @@ pub struct State {
 }
 
 async fn bots_in(state: &State, namespace: &str) -> Result<Vec<Arc<TradingBot>>> {
-    if let Some(store) = state.bots.get() {
-        return Ok(store
-            .state()
-            .into_iter()
-            .filter(|b| b.namespace().as_deref() == Some(namespace))
-            .collect());
-    }
-    let api: Api<TradingBot> = Api::namespaced(state.ctx.client.clone(), namespace);
-    Ok(api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .map(Arc::new)
-        .collect())
+    Ok(crate::shared::cache::in_namespace(state.bots.get(), &state.ctx.client, namespace).await?)
 }
 
 async fn reconcile(mw: Arc<MaintenanceWindow>, state: Arc<State>) -> Result<Action> {

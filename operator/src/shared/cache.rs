@@ -85,6 +85,37 @@ where
     store.get(&ObjectRef::new(name).within(namespace))
 }
 
+/// The objects of one namespace: from `store` once it has its first full list (an
+/// empty store before that must never read as "none"), else listed from the apiserver.
+pub async fn in_namespace<K>(
+    store: Option<&Store<K>>,
+    client: &kube::Client,
+    namespace: &str,
+) -> Result<Vec<Arc<K>>, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + 'static,
+{
+    if let Some(store) = store {
+        return Ok(store
+            .state()
+            .into_iter()
+            .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
+            .collect());
+    }
+    let api: kube::Api<K> = kube::Api::namespaced(client.clone(), namespace);
+    Ok(api
+        .list(&kube::api::ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(Arc::new)
+        .collect())
+}
+
 /// What an apply left behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Applied {

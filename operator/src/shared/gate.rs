@@ -27,7 +27,6 @@ use iq720_crds::maintenance_window::AllowSpec;
 use iq720_crds::{MaintenanceWindow, MaintenanceWindowSpec};
 use jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
 use kube::core::{Selector, SelectorExt};
 
 use super::window::WindowSchedule;
@@ -247,21 +246,7 @@ pub async fn windows_in(
     ctx: &Context,
     namespace: &str,
 ) -> Result<Vec<Arc<MaintenanceWindow>>, kube::Error> {
-    if let Some(store) = ctx.windows.store() {
-        return Ok(store
-            .state()
-            .into_iter()
-            .filter(|w| w.namespace().as_deref() == Some(namespace))
-            .collect());
-    }
-    let api: Api<MaintenanceWindow> = Api::namespaced(ctx.client.clone(), namespace);
-    Ok(api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .map(Arc::new)
-        .collect())
+    super::cache::in_namespace(ctx.windows.store(), &ctx.client, namespace).await
 }
 
 #[cfg(test)]
