@@ -172,8 +172,11 @@ pub async fn converse(
     sync_pause(ctx, bot, ep, pause).await?;
     let status_json = ctx.bots.status(ep).await?;
     let performance = ctx.bots.performance(ep).await?;
-    audit(ctx, bot, ep, st).await;
-    Ok(BotReport::from_api(&status_json, &performance))
+    let security = audit(ctx, bot, ep, st).await;
+    Ok(BotReport {
+        security,
+        ..BotReport::from_api(&status_json, &performance)
+    })
 }
 
 /// The status figures of a security audit, and how many rejections are new since
@@ -243,12 +246,18 @@ fn later<'a>(
 /// Reads the bot's security audit into `st.security`, with a Warning Event
 /// `AuthFailures` when there are new rejections. A bot that cannot answer (an older
 /// version without the route) keeps the stored figures: the audit never fails a poll.
-async fn audit(ctx: &Context, bot: &TradingBot, ep: &BotEndpoint, st: &mut TradingBotStatus) {
+/// Returns the bot's answer, for the steps after the conversation.
+async fn audit(
+    ctx: &Context,
+    bot: &TradingBot,
+    ep: &BotEndpoint,
+    st: &mut TradingBotStatus,
+) -> Option<SecurityResponse> {
     let answer = match ctx.bots.security(ep).await {
         Ok(a) => a,
         Err(e) => {
             debug!(bot = %bot.name_any(), error = %e, "cannot read the bot's security audit");
-            return;
+            return None;
         }
     };
     let key = bot
@@ -283,6 +292,7 @@ async fn audit(ctx: &Context, bot: &TradingBot, ep: &BotEndpoint, st: &mut Tradi
         .await;
     }
     st.security = Some(next);
+    Some(answer)
 }
 
 /// Status of a bot whose pod is not running or not ready yet.

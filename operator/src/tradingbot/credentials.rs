@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use iq720_contract::api::ExchangeCredentialsReport;
+use iq720_contract::api::{ExchangeCredentialsReport, SecurityResponse};
 use iq720_contract::duration::{self, HumanDuration};
 use iq720_crds::trading_bot::ExchangeCredentialsStatus;
 use iq720_crds::{TradingBot, TradingBotStatus};
@@ -41,7 +41,6 @@ use kube::runtime::events::EventType;
 use tracing::debug;
 
 use super::status::remove_condition;
-use crate::botlink::client::BotEndpoint;
 use crate::shared::conditions;
 use crate::shared::context::Context;
 
@@ -230,27 +229,20 @@ pub fn fold_report(r: &ExchangeCredentialsReport) -> ExchangeCredentialsStatus {
     }
 }
 
-/// Copies the bot's report on its credentials into `st`, with a Warning Event when the
-/// bot newly refused a set. A bot that cannot answer keeps the stored figures.
+/// Copies the bot's report on its credentials (from this poll's security audit) into
+/// `st`, with a Warning Event when the bot newly refused a set. A bot that could not
+/// answer, or an older one without the field, keeps the stored figures.
 async fn copy_report(
     ctx: &Context,
     bot: &TradingBot,
-    endpoint: &BotEndpoint,
+    audit: Option<&SecurityResponse>,
     uid: &str,
     st: &mut TradingBotStatus,
 ) {
-    let report = match ctx.bots.security(endpoint).await {
-        Ok(a) => a.exchange_credentials,
-        Err(e) => {
-            debug!(bot = %bot.name_any(), error = %e, "cannot read the bot's credentials report");
-            return;
-        }
-    };
-    let Some(report) = report else {
-        // an older bot without the field
+    let Some(report) = audit.and_then(|a| a.exchange_credentials.as_ref()) else {
         return;
     };
-    let next = fold_report(&report);
+    let next = fold_report(report);
     let stored_error = st
         .exchange_credentials
         .as_ref()
@@ -282,13 +274,13 @@ async fn copy_report(
 
 /// Sets `KeyRotationDue` in `st` from the exchange credentials Secret's annotation, with
 /// a Warning Event when it turns True, and `status.exchangeCredentials` from the bot at
-/// `endpoint`. Returns when to look again (`Duration::MAX`: nothing time-driven). A
+/// its security audit of this poll (`audit`). Returns when to look again (`Duration::MAX`: nothing time-driven). A
 /// Secret that cannot be read now leaves the condition as it is; a bot without
 /// credentials has neither.
 pub async fn step(
     ctx: &Context,
     bot: &TradingBot,
-    endpoint: &BotEndpoint,
+    audit: Option<&SecurityResponse>,
     st: &mut TradingBotStatus,
 ) -> Duration {
     let Some(secret_ref) = &bot.spec.exchange.credentials_secret_ref else {
@@ -299,7 +291,7 @@ pub async fn step(
     let uid = bot
         .uid()
         .unwrap_or_else(|| format!("{}/{}", bot.namespace().unwrap_or_default(), bot.name_any()));
-    copy_report(ctx, bot, endpoint, &uid, st).await;
+    copy_report(ctx, bot, audit, &uid, st).await;
     // An unparsable interval is reported by validation (InvalidSpec).
     let Ok(interval) = duration::parse(&bot.spec.api_keys.rotation_interval) else {
         return Duration::MAX;

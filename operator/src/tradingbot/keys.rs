@@ -40,6 +40,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use iq720_contract::api::SecurityResponse;
 use iq720_crds::trading_bot::{ApiKeysStatus, KeyRotationStatus, ROTATE_KEYS_ANNOTATION};
 use iq720_crds::{TradingBot, TradingBotStatus};
 use k8s_openapi::ByteString;
@@ -220,17 +221,19 @@ fn until(now: Timestamp, at: Timestamp) -> Duration {
 
 /// Takes the next step of the bot's token rotation, if any, after a successful
 /// conversation with the bot at `endpoint` (whose token is the one the operator uses
-/// now). Updates `st` (the caller writes it) and returns when the next step is due,
-/// for the requeue. Failures are logged and retried; they never fail the reconcile.
+/// now), with the bot's security audit of that conversation (`audit`, when it
+/// answered). Updates `st` (the caller writes it) and returns when the next step is
+/// due, for the requeue. Failures are logged and retried; they never fail the reconcile.
 pub async fn step(
     ctx: &Context,
     bot: &mut Cow<'_, TradingBot>,
     target: &BotRef,
     endpoint: &BotEndpoint,
+    audit: Option<&SecurityResponse>,
     gate: &Result<Gate, String>,
     st: &mut TradingBotStatus,
 ) -> Duration {
-    match advance(ctx, bot, target, endpoint, gate, st).await {
+    match advance(ctx, bot, target, endpoint, audit, gate, st).await {
         Ok(next) => next,
         Err(e) => {
             warn!(bot = %target.name, namespace = %target.namespace, error = %e, "API token rotation step failed; retrying");
@@ -244,6 +247,7 @@ async fn advance(
     current: &mut Cow<'_, TradingBot>,
     target: &BotRef,
     endpoint: &BotEndpoint,
+    audit: Option<&SecurityResponse>,
     gate: &Result<Gate, String>,
     st: &mut TradingBotStatus,
 ) -> Result<Duration, KeyError> {
@@ -372,11 +376,11 @@ async fn advance(
             let Some(new_token) = new_token else {
                 return Ok(STEP_AGAIN);
             };
-            // Ask with the token in use whether the bot holds the new key yet: probing
-            // with a token it does not hold yet would count as a rejected call in its
-            // security audit (and raise AuthFailures) at every rotation. A bot without
-            // the audit API is probed directly.
-            if let Ok(audit) = ctx.bots.security(endpoint).await
+            // The audit (asked with the token in use) says whether the bot holds the new
+            // key yet: probing with a token it does not hold yet would count as a
+            // rejected call in that audit (and raise AuthFailures) at every rotation. A
+            // bot without the audit API is probed directly.
+            if let Some(audit) = audit
                 && !audit.tokens.iter().any(|t| t.id == rotation.new_key)
             {
                 debug!(bot = %target.name, new_key = %rotation.new_key, "the bot does not hold the new API token yet");

@@ -460,12 +460,21 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner, fleet: &Fleet) -> R
                 .await;
             }
             // API token rotation (see keys.rs): one step, requeue by the next step's time.
-            let next_key_step =
-                keys::step(ctx, &mut current, &target, &pod.endpoint, &gate, &mut st).await;
+            let next_key_step = keys::step(
+                ctx,
+                &mut current,
+                &target,
+                &pod.endpoint,
+                report.security.as_ref(),
+                &gate,
+                &mut st,
+            )
+            .await;
             requeue = requeue.min(next_key_step);
             // exchange credentials (see credentials.rs): KeyRotationDue, the bot's report
-            requeue =
-                requeue.min(super::credentials::step(ctx, &current, &pod.endpoint, &mut st).await);
+            requeue = requeue.min(
+                super::credentials::step(ctx, &current, report.security.as_ref(), &mut st).await,
+            );
         }
         Err(Error::Bot(e)) => {
             debug!(bot = %owner.name, error = %e, "bot API call failed");

@@ -2,7 +2,7 @@
 //! that writes them. Status is written only when it differs from the stored one, with
 //! server-side apply under this controller's own status field manager.
 
-use iq720_contract::api::{PerformanceResponse, StatusResponse};
+use iq720_contract::api::{PerformanceResponse, SecurityResponse, StatusResponse};
 use iq720_crds::trading_bot::TradingBotPhase;
 use iq720_crds::{TradingBot, TradingBotStatus};
 use kube::api::{Api, Patch, PatchParams};
@@ -164,6 +164,9 @@ pub struct BotReport {
     pub active_market_data: Option<String>,
     /// Whether the active source is fresh.
     pub market_data_fresh: bool,
+    /// The bot's security audit (`/api/v1/security`), read once per poll, when it
+    /// answered; later steps (exchange credentials) read it from here.
+    pub security: Option<SecurityResponse>,
 }
 
 impl BotReport {
@@ -187,6 +190,7 @@ impl BotReport {
             pnl: status.realized_pnl,
             active_market_data: Some(status.active_market_data.clone()),
             market_data_fresh: status.market_data.fresh,
+            security: None,
         }
     }
 }
