@@ -213,13 +213,12 @@ async fn bot_lifecycle_pause_reload_emergency_stop_and_delete() {
         pod_gone_latency.as_secs_f64() * 1000.0,
         es.positions_closed
     );
-    let reasons = events(&e, "alpha").await;
-    for want in ["EmergencyStopRequested", "PositionsClosed", "ScaledToZero"] {
-        assert!(
-            reasons.iter().any(|r| r == want),
-            "missing Event {want}: {reasons:?}"
-        );
-    }
+    wait_events(
+        &e,
+        "alpha",
+        &["EmergencyStopRequested", "PositionsClosed", "ScaledToZero"],
+    )
+    .await;
     assert!(
         op.metric("iq720_operator_emergency_stops_total{result=\"flat\"}")
             .await
@@ -567,12 +566,7 @@ async fn emergency_stop_of_an_unreachable_bot_still_scales_to_zero() {
         Some(0),
         "trading must end halted: scaled to zero anyway"
     );
-    assert!(
-        events(&e, "ghost")
-            .await
-            .iter()
-            .any(|r| r == "PositionsMayRemainOpen")
-    );
+    wait_events(&e, "ghost", &["PositionsMayRemainOpen"]).await;
     assert!(
         op.metric("iq720_operator_emergency_stops_total{result=\"positions_may_remain\"}")
             .await

@@ -132,7 +132,8 @@ async fn emergency_stop_and_pause_run_on_an_invalid_spec_and_stay_confirmed() {
             .unwrap()
             .positions_may_remain
     );
-    let reasons = events(&e, "typo").await;
+    // The stop's Events are published in order; its last one is ScaledToZero.
+    let reasons = wait_events(&e, "typo", &["ScaledToZero"]).await;
     assert!(
         !reasons.iter().any(|r| r == "PositionsMayRemainOpen"),
         "a confirmed stop must never raise a false alarm: {reasons:?}"

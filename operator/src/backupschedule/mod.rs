@@ -34,12 +34,12 @@ use iq720_crds::{BackupSchedule, TradingBot};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, PartialObjectMeta};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use tracing::{debug, info, warn};
 
 use crate::shared::conditions::set_condition;
@@ -674,7 +674,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, settings: BackupS
     let (schedules, bots) = match &namespace {
         Some(ns) => (
             Api::<BackupSchedule>::namespaced(client.clone(), ns),
-            Api::<TradingBot>::namespaced(client, ns),
+            Api::<PartialObjectMeta<TradingBot>>::namespaced(client, ns),
         ),
         None => (Api::all(client.clone()), Api::all(client)),
     };
@@ -684,16 +684,22 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, settings: BackupS
     controller
         // A bot's status losing lastBackup, or a bot appearing, wakes the schedules
         // that select it.
-        .watches(bots, watcher::Config::default(), move |bot: TradingBot| {
-            let ns = bot.namespace();
-            store
-                .state()
-                .into_iter()
-                .filter(|s| s.namespace() == ns)
-                .filter(|s| selector(s).is_ok_and(|sel| sel.matches(bot.labels())))
-                .map(|s| ObjectRef::from_obj(s.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        // (metadata only: the labels select, and any change of a bot is an event)
+        .watches_stream(
+            watcher::watcher(bots, watcher::Config::default())
+                .default_backoff()
+                .touched_objects(),
+            move |bot: PartialObjectMeta<TradingBot>| {
+                let ns = bot.namespace();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|s| s.namespace() == ns)
+                    .filter(|s| selector(s).is_ok_and(|sel| sel.matches(bot.labels())))
+                    .map(|s| ObjectRef::from_obj(s.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, state)
         .for_each(|res| async move {

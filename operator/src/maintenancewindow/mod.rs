@@ -21,17 +21,17 @@ pub mod status;
 pub mod tasks;
 pub mod validate;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use iq720_crds::{MaintenanceWindow, TradingBot};
 use jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, controller};
 use tracing::{debug, info, warn};
@@ -50,14 +50,14 @@ const TASK_RETRY: Duration = Duration::from_secs(10);
 
 /// What the reconciles of this controller share.
 pub struct State {
-    /// The operator's context.
+    /// The operator's context (its `tradingbots` store serves the selected bots and
+    /// their deferred operations).
     pub ctx: Arc<Context>,
-    /// TradingBots (for selected bots and deferred operations), once listed.
-    bots: Arc<OnceLock<Store<TradingBot>>>,
 }
 
 async fn bots_in(state: &State, namespace: &str) -> Result<Vec<Arc<TradingBot>>> {
-    Ok(crate::shared::cache::in_namespace(state.bots.get(), &state.ctx.client, namespace).await?)
+    let ctx = &state.ctx;
+    Ok(crate::shared::cache::in_namespace(ctx.tradingbots.store(), &ctx.client, namespace).await?)
 }
 
 async fn reconcile(mw: Arc<MaintenanceWindow>, state: Arc<State>) -> Result<Action> {
@@ -182,48 +182,36 @@ fn error_policy(mw: Arc<MaintenanceWindow>, error: &Error, state: Arc<State>) ->
 /// Runs the MaintenanceWindow controller until the stream ends.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let client = ctx.client.clone();
-    let (windows, bots): (Api<MaintenanceWindow>, Api<TradingBot>) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
-    let (bot_store, writer) = reflector::store();
-    let bot_stream = reflector(
-        writer,
-        watcher::watcher(bots, watcher::Config::default())
-            .default_backoff()
-            .modify(|b: &mut TradingBot| b.managed_fields_mut().clear()),
-    )
-    .touched_objects();
+    let (windows, bots): (Api<MaintenanceWindow>, Api<PartialObjectMeta<TradingBot>>) =
+        match &namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+    // Bots are read from the TradingBot controller's store (one full copy of the bots
+    // in the operator); this watch is metadata-only and only triggers: every change
+    // of a bot (labels, status, deletion) reaches it.
+    let bot_stream = watcher::watcher(bots, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
     let config = controller::Config::default().concurrency(ctx.settings.max_concurrent_reconciles);
     let controller = Controller::new(windows, watcher::Config::default()).with_config(config);
     let window_store = controller.store();
-    let state = Arc::new(State {
-        ctx: ctx.clone(),
-        bots: Arc::new(OnceLock::new()),
-    });
-    // The stores serve reads only once they hold a full list.
-    let (ready_windows, ready_bots, slots, shared) = (
-        window_store.clone(),
-        bot_store.clone(),
-        state.bots.clone(),
-        ctx.windows.clone(),
-    );
+    let state = Arc::new(State { ctx: ctx.clone() });
+    // The store serves reads only once it holds a full list.
+    let (ready_windows, shared) = (window_store.clone(), ctx.windows.clone());
     tokio::spawn(async move {
         if ready_windows.wait_until_ready().await.is_ok() {
             shared.install(ready_windows);
-        }
-        if ready_bots.wait_until_ready().await.is_ok() {
-            let _ = slots.set(ready_bots);
         }
     });
     let mapper_store = window_store.clone();
     controller
         // A bot's labels or MaintenancePending condition changed: its namespace's
         // windows refresh selectedBots and deferredOperations.
-        .watches_stream(bot_stream, move |bot: TradingBot| {
+        .watches_stream(bot_stream, move |bot: PartialObjectMeta<TradingBot>| {
             let ns = bot.namespace();
             mapper_store
                 .state()

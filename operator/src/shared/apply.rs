@@ -7,7 +7,7 @@
 //! [`ApplyError::NotOwned`], which controllers report as a condition and an Event.
 
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -67,21 +67,26 @@ impl ApplyError {
 
 /// Whether `obj` is controlled by the owner with `owner_uid`.
 pub fn is_controlled_by<K: Resource>(obj: &K, owner_uid: &str) -> bool {
-    obj.meta()
-        .owner_references
+    controlled_by(obj.meta(), owner_uid)
+}
+
+/// Whether an object with metadata `meta` is controlled by the owner with `owner_uid`.
+pub fn controlled_by(meta: &ObjectMeta, owner_uid: &str) -> bool {
+    meta.owner_references
         .iter()
         .flatten()
         .any(|r| r.uid == owner_uid && r.controller == Some(true))
 }
 
-/// What the caller knows about the stored object.
-pub enum Known<K> {
+/// What the caller knows about the stored object: its metadata is all an apply
+/// needs (the owner, and the generation and resourceVersion of the last write).
+pub enum Known {
     /// No cache: read it from the apiserver.
     Unknown,
     /// From a synced cache of the operator's labelled objects. `None` is confirmed with
     /// a read, because an object someone else created without the operator's labels is
     /// not in that cache and must still be refused; so only creations cost a read.
-    Cached(Option<std::sync::Arc<K>>),
+    Cached(Option<Box<ObjectMeta>>),
 }
 
 /// Applies `obj` with server-side apply under `field_manager` after checking that an
@@ -93,7 +98,7 @@ pub async fn apply_owned<K>(
     field_manager: &str,
     obj: &K,
     owner_uid: &str,
-    known: Known<K>,
+    known: Known,
     memory: &AppliedMemory,
 ) -> Result<bool, ApplyError>
 where
@@ -113,15 +118,15 @@ where
         source,
     };
     let existing = match known {
-        Known::Cached(Some(found)) => Some(found),
+        Known::Cached(Some(found)) => Some(*found),
         Known::Cached(None) | Known::Unknown => api
-            .get_opt(&name)
+            .get_metadata_opt(&name)
             .await
             .map_err(kube_err)?
-            .map(std::sync::Arc::new),
+            .map(|o| o.metadata),
     };
     if let Some(existing) = &existing
-        && !is_controlled_by(existing.as_ref(), owner_uid)
+        && !controlled_by(existing, owner_uid)
     {
         return Err(ApplyError::NotOwned { kind, name });
     }
@@ -132,7 +137,7 @@ where
     value["apiVersion"] = json!(K::api_version(&()));
     value["kind"] = json!(K::kind(&()));
     let hash = content_hash(&value);
-    if memory.unchanged(existing.as_deref(), &ns, &name, &hash) {
+    if memory.unchanged::<K>(existing.as_ref(), &ns, &name, &hash) {
         return Ok(false);
     }
     let params = PatchParams::apply(field_manager).force();

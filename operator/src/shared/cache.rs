@@ -21,21 +21,24 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Resource;
+use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use sha2::{Digest, Sha256};
 
 /// Reflector stores of the objects the operator owns or reads on every reconcile.
 #[derive(Clone)]
 pub struct Stores {
-    /// StatefulSets labelled as managed by the operator.
+    /// StatefulSets labelled as managed by the operator, slimmed by
+    /// [`slim_stateful_set`].
     pub statefulsets: Store<StatefulSet>,
-    /// ConfigMaps labelled as managed by the operator.
-    pub configmaps: Store<ConfigMap>,
-    /// Services labelled as managed by the operator.
-    pub services: Store<Service>,
-    /// NetworkPolicies labelled as managed by the operator.
-    pub network_policies: Store<NetworkPolicy>,
-    /// Bot pods.
+    /// ConfigMaps labelled as managed by the operator (metadata only: an apply needs
+    /// no more, and the rare read of the data goes to the apiserver).
+    pub configmaps: Store<PartialObjectMeta<ConfigMap>>,
+    /// Services labelled as managed by the operator (metadata only).
+    pub services: Store<PartialObjectMeta<Service>>,
+    /// NetworkPolicies labelled as managed by the operator (metadata only).
+    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    /// Bot pods, slimmed by [`slim_pod`].
     pub pods: Store<Pod>,
 }
 
@@ -57,25 +60,47 @@ impl ObjectCache {
     }
 }
 
-/// The reflector store of MaintenanceWindows, installed by the MaintenanceWindow
-/// controller once its watch has the first full list (before that, readers list from
-/// the apiserver: an empty store must never read as "no windows").
-#[derive(Clone, Default)]
-pub struct WindowStore {
-    inner: Arc<OnceLock<Store<iq720_crds::MaintenanceWindow>>>,
+/// A reflector store that one controller fills and others read, installed once its
+/// watch has the first full list (before that, readers list from the apiserver: an
+/// empty store must never read as "none").
+pub struct SharedStore<K: Resource<DynamicType = ()> + Clone + 'static> {
+    inner: Arc<OnceLock<Store<K>>>,
 }
 
-impl WindowStore {
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for SharedStore<K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Default for SharedStore<K> {
+    fn default() -> Self {
+        Self {
+            inner: Arc::new(OnceLock::new()),
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> SharedStore<K> {
     /// Installs the store (first call wins).
-    pub fn install(&self, store: Store<iq720_crds::MaintenanceWindow>) {
+    pub fn install(&self, store: Store<K>) {
         let _ = self.inner.set(store);
     }
 
     /// The store, once installed.
-    pub fn store(&self) -> Option<&Store<iq720_crds::MaintenanceWindow>> {
+    pub fn store(&self) -> Option<&Store<K>> {
         self.inner.get()
     }
 }
+
+/// MaintenanceWindows: filled by the MaintenanceWindow controller, read by the gate.
+pub type WindowStore = SharedStore<iq720_crds::MaintenanceWindow>;
+
+/// TradingBots: filled by the TradingBot controller's watch (the one full copy of the
+/// bots in the operator), read by the MaintenanceWindow controller.
+pub type BotStore = SharedStore<iq720_crds::TradingBot>;
 
 /// Looks an object up in a store by namespace and name.
 pub fn lookup<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
@@ -148,7 +173,7 @@ impl AppliedMemory {
     /// where the kind has one, else same resourceVersion).
     pub fn unchanged<K: Resource<DynamicType = ()>>(
         &self,
-        cached: Option<&K>,
+        cached: Option<&kube::api::ObjectMeta>,
         namespace: &str,
         name: &str,
         hash: &str,
@@ -165,7 +190,7 @@ impl AppliedMemory {
         if prev.hash != hash {
             return false;
         }
-        let meta = cached.meta();
+        let meta = cached;
         match (prev.generation, meta.generation) {
             (Some(a), Some(b)) => a == b,
             _ => prev.resource_version.is_some() && prev.resource_version == meta.resource_version,
@@ -204,6 +229,73 @@ impl AppliedMemory {
     }
 }
 
+/// Drops from a cached bot pod what no reader of the cache uses, so the store costs
+/// a fraction of the full object per bot.
+///
+/// Kept: metadata (but managedFields and annotations), the containers' and init
+/// containers' name, image and args (the rollout gate compares images, the restore
+/// step reads which backup key an init container was rendered for) and the whole
+/// status (address, readiness, waiting reasons, init container results). Dropped:
+/// volumes, environment, mounts, probes, resources and security settings.
+pub fn slim_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.metadata.annotations = None;
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
+    let slim = |c: &k8s_openapi::api::core::v1::Container| k8s_openapi::api::core::v1::Container {
+        name: c.name.clone(),
+        image: c.image.clone(),
+        args: c.args.clone(),
+        ..Default::default()
+    };
+    let containers = spec.containers.iter().map(slim).collect();
+    let init_containers = spec
+        .init_containers
+        .as_ref()
+        .map(|cs| cs.iter().map(slim).collect());
+    *spec = k8s_openapi::api::core::v1::PodSpec {
+        containers,
+        init_containers,
+        node_name: spec.node_name.take(),
+        ..Default::default()
+    };
+}
+
+/// Drops from a cached bot StatefulSet what no reader of the cache uses.
+///
+/// Kept: metadata (but managedFields; its annotations hold the applied template's
+/// hash), replicas, selector, service name, the volume claim templates (storage
+/// changes), the pod template's metadata (the config checksum) and its containers'
+/// and init containers' name, image, args and resources (what a template change is
+/// told by), and the status. Whoever needs the whole pod template (a maintenance
+/// window holding a change keeps the running one) reads it from the apiserver.
+pub fn slim_stateful_set(sts: &mut StatefulSet) {
+    sts.metadata.managed_fields = None;
+    let Some(spec) = sts.spec.as_mut() else {
+        return;
+    };
+    let slim = |c: &k8s_openapi::api::core::v1::Container| k8s_openapi::api::core::v1::Container {
+        name: c.name.clone(),
+        image: c.image.clone(),
+        args: c.args.clone(),
+        resources: c.resources.clone(),
+        ..Default::default()
+    };
+    if let Some(pod) = spec.template.spec.as_mut() {
+        let containers = pod.containers.iter().map(slim).collect();
+        let init_containers = pod
+            .init_containers
+            .as_ref()
+            .map(|cs| cs.iter().map(slim).collect());
+        *pod = k8s_openapi::api::core::v1::PodSpec {
+            containers,
+            init_containers,
+            ..Default::default()
+        };
+    }
+}
+
 /// Bot API tokens by namespace/name, read once from their Secrets.
 #[derive(Clone, Default)]
 pub struct TokenCache {
@@ -239,6 +331,7 @@ impl TokenCache {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::ResourceExt;
     use kube::api::ObjectMeta;
 
     fn owned_by(uid: &str) -> Option<Vec<OwnerReference>> {
@@ -280,17 +373,17 @@ mod tests {
     fn skips_only_when_content_and_object_are_unchanged() {
         let m = AppliedMemory::default();
         assert!(
-            !m.unchanged(Some(&cm("1")), "ns", "b-config", "h"),
+            !m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", "h"),
             "never applied"
         );
         m.record(&cm("1"), "h");
-        assert!(m.unchanged(Some(&cm("1")), "ns", "b-config", "h"));
+        assert!(m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", "h"));
         assert!(
-            !m.unchanged(Some(&cm("1")), "ns", "b-config", "h2"),
+            !m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", "h2"),
             "new content"
         );
         assert!(
-            !m.unchanged(Some(&cm("2")), "ns", "b-config", "h"),
+            !m.unchanged::<ConfigMap>(Some(&cm("2").metadata), "ns", "b-config", "h"),
             "changed by someone"
         );
         assert!(
@@ -299,16 +392,93 @@ mod tests {
         );
         // StatefulSets: the status changes the resourceVersion, not the generation
         m.record(&sts(3, "10"), "s");
-        assert!(m.unchanged(Some(&sts(3, "11")), "ns", "b", "s"));
-        assert!(!m.unchanged(Some(&sts(4, "12")), "ns", "b", "s"));
+        assert!(m.unchanged::<StatefulSet>(Some(&sts(3, "11").metadata), "ns", "b", "s"));
+        assert!(!m.unchanged::<StatefulSet>(Some(&sts(4, "12").metadata), "ns", "b", "s"));
         m.forget_owner("uid-other");
         assert!(
-            m.unchanged(Some(&cm("1")), "ns", "b-config", "h"),
+            m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", "h"),
             "another owner"
         );
         m.forget_owner("uid-b");
-        assert!(!m.unchanged(Some(&cm("1")), "ns", "b-config", "h"));
-        assert!(!m.unchanged(Some(&sts(3, "11")), "ns", "b", "s"));
+        assert!(!m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", "h"));
+        assert!(!m.unchanged::<StatefulSet>(Some(&sts(3, "11").metadata), "ns", "b", "s"));
+    }
+
+    #[test]
+    fn a_slim_pod_keeps_what_the_readers_use() {
+        use k8s_openapi::api::core::v1::{
+            Container, EnvVar, PodCondition, PodSpec, PodStatus, Volume,
+        };
+        let container = |name: &str, image: &str, args: &[&str]| Container {
+            name: name.into(),
+            image: Some(image.into()),
+            args: Some(args.iter().map(|a| a.to_string()).collect()),
+            env: Some(vec![EnvVar {
+                name: "X".into(),
+                value: Some("y".repeat(512)),
+                ..EnvVar::default()
+            }]),
+            ..Container::default()
+        };
+        let mut pod = Pod {
+            metadata: ObjectMeta {
+                name: Some("b-0".into()),
+                namespace: Some("ns".into()),
+                labels: Some([("trading.iq720.io/bot".to_string(), "b".to_string())].into()),
+                annotations: Some([("big".to_string(), "z".repeat(4096))].into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![container("bot", "iq720/bot:0.2.0", &["run"])],
+                init_containers: Some(vec![container(
+                    "restore",
+                    "iq720/bot:0.2.0",
+                    &["restore", "--s3-key", "k1"],
+                )]),
+                volumes: Some(vec![Volume {
+                    name: "data".into(),
+                    ..Volume::default()
+                }]),
+                node_name: Some("local".into()),
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                pod_ip: Some("127.0.0.9".into()),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..PodCondition::default()
+                }]),
+                ..PodStatus::default()
+            }),
+        };
+        let before = serde_json::to_vec(&pod).unwrap_or_default().len();
+        let status = pod.status.clone();
+        slim_pod(&mut pod);
+        let after = serde_json::to_vec(&pod).unwrap_or_default().len();
+        assert!(after * 4 < before, "{before} bytes -> {after} bytes");
+        assert_eq!(pod.status, status, "the status is whole");
+        assert_eq!(
+            pod.labels().get("trading.iq720.io/bot").map(String::as_str),
+            Some("b")
+        );
+        let spec = pod.spec.as_ref().map(|s| {
+            (
+                s.containers.clone(),
+                s.init_containers.clone(),
+                s.volumes.clone(),
+            )
+        });
+        let Some((containers, init, volumes)) = spec else {
+            panic!("the spec is gone");
+        };
+        assert_eq!(containers[0].image.as_deref(), Some("iq720/bot:0.2.0"));
+        assert_eq!(containers[0].env, None);
+        let args = init.and_then(|i| i[0].args.clone()).unwrap_or_default();
+        assert!(args.contains(&"k1".to_string()), "{args:?}");
+        assert_eq!(volumes, None);
+        let endpoint = crate::botlink::endpoint::from_pod(&pod, "t");
+        assert!(endpoint.is_some_and(|e| e.ready));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tracing::warn;
 
-use super::cache::{AppliedMemory, ObjectCache, TokenCache, WindowStore};
+use super::cache::{AppliedMemory, BotStore, ObjectCache, TokenCache, WindowStore};
 use super::metrics::Metrics;
 use super::notify::{self, Notification, Notifier};
 use crate::botlink::client::BotApi;
@@ -92,6 +92,8 @@ pub struct Context {
     pub tokens: TokenCache,
     /// MaintenanceWindows, for the gate of disruptive operations.
     pub windows: WindowStore,
+    /// TradingBots, for the controllers that read bots they do not reconcile.
+    pub tradingbots: BotStore,
     /// When each object's status was last written, to bound figure-only writes.
     status_written: Arc<Mutex<HashMap<String, Instant>>>,
     /// Webhook notifications of incident Events.
@@ -131,6 +133,7 @@ impl Context {
             applied: AppliedMemory::default(),
             tokens: TokenCache::default(),
             windows: WindowStore::default(),
+            tradingbots: BotStore::default(),
             status_written: Arc::new(Mutex::new(HashMap::new())),
         }
     }

@@ -142,7 +142,9 @@ pub async fn apply_all(
             &desired.config_map,
             uid,
             stores.map_or(Known::Unknown, |s: &Stores| {
-                Known::Cached(lookup(&s.configmaps, ns, &cm_name))
+                Known::Cached(
+                    lookup(&s.configmaps, ns, &cm_name).map(|o| Box::new(o.metadata.clone())),
+                )
             }),
             mem,
         )
@@ -153,7 +155,9 @@ pub async fn apply_all(
             &desired.service,
             uid,
             stores.map_or(Known::Unknown, |s| {
-                Known::Cached(lookup(&s.services, ns, &svc_name))
+                Known::Cached(
+                    lookup(&s.services, ns, &svc_name).map(|o| Box::new(o.metadata.clone())),
+                )
             }),
             mem,
         )
@@ -164,7 +168,9 @@ pub async fn apply_all(
             &desired.network_policy,
             uid,
             stores.map_or(Known::Unknown, |s| {
-                Known::Cached(lookup(&s.network_policies, ns, &np_name))
+                Known::Cached(
+                    lookup(&s.network_policies, ns, &np_name).map(|o| Box::new(o.metadata.clone())),
+                )
             }),
             mem,
         )
@@ -175,7 +181,9 @@ pub async fn apply_all(
             &desired.stateful_set,
             uid,
             stores.map_or(Known::Unknown, |s| {
-                Known::Cached(lookup(&s.statefulsets, ns, &sts_name))
+                Known::Cached(
+                    lookup(&s.statefulsets, ns, &sts_name).map(|o| Box::new(o.metadata.clone())),
+                )
             }),
             mem,
         )
@@ -205,15 +213,13 @@ async fn current_stateful_set(
         .await
 }
 
-/// The bot's ConfigMap: from the cache when there is one, else from the apiserver.
+/// The bot's ConfigMap with its data, from the apiserver (the cache holds only its
+/// metadata; this is read only while a window holds a configuration change).
 async fn current_config_map(
     ctx: &Context,
     namespace: &str,
     name: &str,
 ) -> Result<Option<ConfigMap>, kube::Error> {
-    if let Some(stores) = ctx.cache.stores() {
-        return Ok(lookup(&stores.configmaps, namespace, name).map(|s| (*s).clone()));
-    }
     Api::<ConfigMap>::namespaced(ctx.client.clone(), namespace)
         .get_opt(name)
         .await
@@ -321,9 +327,20 @@ async fn reconcile_template(
         return Ok(TemplateOutcome::Applied { rolled: true });
     }
     let config_changed = container_facts(&existing).1 != container_facts(&desired.stateful_set).1;
-    let (Some(old_spec), Some(new_spec)) =
-        (existing.spec.as_ref(), desired.stateful_set.spec.as_mut())
-    else {
+    // The running template, whole: the cache keeps a slimmed one.
+    let full = Api::<StatefulSet>::namespaced(ctx.client.clone(), &owner.namespace)
+        .get_opt(&name)
+        .await
+        .map_err(|source| ApplyError::Kube {
+            kind: "StatefulSet".into(),
+            name: name.clone(),
+            source,
+        })?
+        .filter(|e| is_controlled_by(e, &owner.reference.uid));
+    let (Some(old_spec), Some(new_spec)) = (
+        full.as_ref().and_then(|f| f.spec.as_ref()),
+        desired.stateful_set.spec.as_mut(),
+    ) else {
         return Ok(TemplateOutcome::Applied { rolled: true });
     };
     new_spec.template = old_spec.template.clone();
@@ -371,16 +388,27 @@ async fn reconcile_template(
 pub async fn scale_to_zero(ctx: &Context, owner: &Owner) -> Result<(), kube::Error> {
     let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let name = super::build::labels::workload_name(&owner.name);
-    // A fresh read: this is the emergency path, and a lagging cache must not make it
-    // skip the scale-down.
-    let Some(existing) = api.get_opt(&name).await? else {
-        return Ok(());
-    };
-    if !is_controlled_by(&existing, &owner.reference.uid) {
-        return Ok(());
-    }
-    if existing.spec.as_ref().and_then(|s| s.replicas) == Some(0) {
-        return Ok(());
+    // The cache may only save the read when it says "ours and running": a lagging
+    // cache must never make this emergency path skip the scale-down, so "already at
+    // zero" or "not there" is confirmed by a fresh read.
+    let cached = ctx
+        .cache
+        .stores()
+        .and_then(|s| lookup(&s.statefulsets, &owner.namespace, &name))
+        .filter(|s| {
+            is_controlled_by(s.as_ref(), &owner.reference.uid)
+                && s.spec.as_ref().and_then(|s| s.replicas) != Some(0)
+        });
+    if cached.is_none() {
+        let Some(existing) = api.get_opt(&name).await? else {
+            return Ok(());
+        };
+        if !is_controlled_by(&existing, &owner.reference.uid) {
+            return Ok(());
+        }
+        if existing.spec.as_ref().and_then(|s| s.replicas) == Some(0) {
+            return Ok(());
+        }
     }
     api.patch(
         &name,

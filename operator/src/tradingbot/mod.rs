@@ -112,6 +112,7 @@ fn error_policy(bot: Arc<TradingBot>, error: &Error, ctx: Arc<Context>) -> Actio
 fn cached_watch<K>(
     api: Api<K>,
     config: watcher::Config,
+    slim: fn(&mut K),
 ) -> (
     Store<K>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -130,7 +131,37 @@ where
         writer,
         watcher(api, config)
             .default_backoff()
-            .modify(|o: &mut K| o.managed_fields_mut().clear()),
+            .modify(move |o: &mut K| {
+                o.managed_fields_mut().clear();
+                slim(o);
+            }),
+    )
+    .touched_objects();
+    (store, stream)
+}
+
+/// Objects per page of the watches' initial lists (kube's default is 500).
+const LIST_PAGE: u32 = 100;
+
+/// A metadata-only watch of one kind (the owner, generation and resourceVersion are
+/// all an apply needs to know of an object it may skip), feeding a store and the
+/// controller's trigger.
+fn metadata_watch<K>(
+    api: Api<PartialObjectMeta<K>>,
+    config: watcher::Config,
+) -> (
+    Store<PartialObjectMeta<K>>,
+    impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(api, config)
+            .default_backoff()
+            .modify(|o: &mut PartialObjectMeta<K>| o.managed_fields_mut().clear()),
     )
     .touched_objects();
     (store, stream)
@@ -148,16 +179,33 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             None => Api::all(client.clone()),
         }
     }
-    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=iq720-operator");
-    let (statefulsets, sts_stream) =
-        cached_watch(scoped::<StatefulSet>(&client, &namespace), owned.clone());
-    let (configmaps, cm_stream) =
-        cached_watch(scoped::<ConfigMap>(&client, &namespace), owned.clone());
-    let (services, svc_stream) =
-        cached_watch(scoped::<Service>(&client, &namespace), owned.clone());
-    let (network_policies, np_stream) =
-        cached_watch(scoped::<NetworkPolicy>(&client, &namespace), owned.clone());
-    let (pods, pod_stream) = cached_watch(scoped::<Pod>(&client, &namespace), owned);
+    // Lists come in pages of LIST_PAGE: the whole page is decoded before its objects
+    // are slimmed into the stores, so the page bounds the operator's peak memory.
+    let owned = watcher::Config::default()
+        .labels("app.kubernetes.io/managed-by=iq720-operator")
+        .page_size(LIST_PAGE);
+    let (statefulsets, sts_stream) = cached_watch(
+        scoped::<StatefulSet>(&client, &namespace),
+        owned.clone(),
+        crate::shared::cache::slim_stateful_set,
+    );
+    let (configmaps, cm_stream) = metadata_watch(
+        scoped::<PartialObjectMeta<ConfigMap>>(&client, &namespace),
+        owned.clone(),
+    );
+    let (services, svc_stream) = metadata_watch(
+        scoped::<PartialObjectMeta<Service>>(&client, &namespace),
+        owned.clone(),
+    );
+    let (network_policies, np_stream) = metadata_watch(
+        scoped::<PartialObjectMeta<NetworkPolicy>>(&client, &namespace),
+        owned.clone(),
+    );
+    let (pods, pod_stream) = cached_watch(
+        scoped::<Pod>(&client, &namespace),
+        owned,
+        crate::shared::cache::slim_pod,
+    );
     let stores = Stores {
         statefulsets,
         configmaps,
@@ -186,6 +234,13 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     // mode), and the priority path's shared state.
     let (namespaces, ns_stream) = fleet::namespace_watch(&client, namespace.as_deref());
     let (bot_store, bot_writer) = reflector::store();
+    // The one full copy of the bots in the operator; other controllers read it too.
+    let (ready_bots, shared_bots) = (bot_store.clone(), ctx.tradingbots.clone());
+    tokio::spawn(async move {
+        if ready_bots.wait_until_ready().await.is_ok() {
+            shared_bots.install(ready_bots);
+        }
+    });
     let fleet = fleet::Fleet::new(
         namespaces,
         bot_store.clone(),
@@ -201,15 +256,19 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     });
     let seen = fleet.clone();
     let bots: Api<TradingBot> = scoped(&client, &namespace);
-    let bot_stream = reflector(bot_writer, watcher(bots, watcher::Config::default()))
-        .applied_objects()
-        .inspect(move |bot| {
-            if let Ok(bot) = bot
-                && bot.spec.emergency_stop
-            {
-                seen.stop_seen();
-            }
-        });
+    let bot_stream = reflector(
+        bot_writer,
+        watcher(bots, watcher::Config::default().page_size(LIST_PAGE))
+            .modify(|b: &mut TradingBot| b.managed_fields_mut().clear()),
+    )
+    .applied_objects()
+    .inspect(move |bot| {
+        if let Ok(bot) = bot
+            && bot.spec.emergency_stop
+        {
+            seen.stop_seen();
+        }
+    });
     // Unbounded: routine reconciles are limited by the fleet's permits instead.
     let config = controller::Config::default().concurrency(0);
     let mapper = fleet.clone();

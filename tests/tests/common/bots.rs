@@ -193,6 +193,32 @@ pub async fn events(e: &Env, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the Events about `name` include every reason in `wanted` (Events are
+/// published off the path that decides them, so they may follow it by a moment) and
+/// returns all their reasons.
+pub async fn wait_events(e: &Env, name: &str, wanted: &[&str]) -> Vec<String> {
+    let found = poll_until(
+        "Events with the wanted reasons",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let reasons = events(e, name).await;
+            wanted
+                .iter()
+                .all(|w| reasons.iter().any(|r| r == w))
+                .then_some(reasons)
+        },
+    )
+    .await;
+    match found {
+        Ok(reasons) => reasons,
+        Err(_) => panic!(
+            "missing Events {wanted:?} about {name}: {:?}",
+            events(e, name).await
+        ),
+    }
+}
+
 /// The notes of the Events about `name` with `reason`.
 pub async fn event_notes_with_reason(e: &Env, name: &str, reason: &str) -> Vec<String> {
     bot_events(e, name)
