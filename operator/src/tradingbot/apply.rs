@@ -606,6 +606,32 @@ mod tests {
     }
 
     #[test]
+    fn a_slim_cached_stateful_set_still_tells_template_and_storage_changes() {
+        let built = sts("0.1.0", &["BTC/USDT"]);
+        let mut cached = recorded(built.clone());
+        let full = serde_json::to_vec(&cached).unwrap().len();
+        crate::shared::cache::slim_stateful_set(&mut cached);
+        let slim = serde_json::to_vec(&cached).unwrap().len();
+        assert!(slim * 2 < full, "{full} bytes -> {slim} bytes");
+        assert!(template_changes(&cached, &built, &template_hash(&built)).is_empty());
+        let new = sts("0.2.0", &["ETH/USDT"]);
+        let c = template_changes(&cached, &new, &template_hash(&new));
+        assert_eq!(c.len(), 2, "image and configuration: {c:?}");
+        let claims = |s: &StatefulSet| {
+            serde_json::to_value(s.spec.as_ref().map(|s| &s.volume_claim_templates)).unwrap()
+        };
+        assert_eq!(
+            claims(&cached),
+            claims(&built),
+            "storage checks read the claims"
+        );
+        assert_eq!(
+            cached.spec.as_ref().and_then(|s| s.replicas),
+            built.spec.as_ref().and_then(|s| s.replicas)
+        );
+    }
+
+    #[test]
     fn template_changes_name_what_restarts_the_pod() {
         let old = recorded(sts("0.1.0", &["BTC/USDT"]));
         let same = sts("0.1.0", &["BTC/USDT"]);
