@@ -26,6 +26,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$IQ720_REPO/target}
 NODE_SRC=$IQ720_REPO/tests/src/bin/iq720-localnode.rs
 TESTPROC_SRC=$IQ720_REPO/tests/src/bin/iq720-testproc.rs
 BOT_SRC=$IQ720_REPO/bot/src/main.rs
+OPERATOR_SRC=$IQ720_REPO/operator/src/main.rs
 t0=$SECONDS
 # The node agent is started when its source exists, unless IQ720_SKIP_NODE=1
 # (control plane alone: pods stay Pending).
@@ -109,7 +110,7 @@ on_exit() {
 trap on_exit EXIT
 
 # ----------------------------------------------------------------- binaries
-# Rust binaries (node agent, test process, bot) build in the background while the
+# Rust binaries (node agent, test process, bot, operator) build in the background while the
 # Go binaries are fetched or built and the control plane starts.
 if $with_node; then
 	need cargo
@@ -121,6 +122,10 @@ if $with_node; then
 		if [[ -f $BOT_SRC ]]; then
 			cargo build -p iq720-bot --bin iq720-bot ||
 				echo "WARNING: iq720-bot did not build; the image map will not list it"
+		fi
+		if [[ -f $OPERATOR_SRC ]]; then
+			cargo build -p iq720-operator --bin iq720-operator ||
+				echo "WARNING: iq720-operator did not build; the image map will not list it"
 		fi
 	) >"$RUN/logs/build-rust.log" 2>&1 8>&- &
 	rust_pid=$!
@@ -327,6 +332,10 @@ log "kube-controller-manager and kube-scheduler healthy"
 		wait "$rust_pid" || die "building the node agent failed (see $RUN/logs/build-rust.log)"
 		if [[ -x $TARGET_DIR/debug/iq720-bot ]]; then
 			printf '  "ghcr.io/iq720/iq720-bot:*":\n    command: "%s"\n' "$TARGET_DIR/debug/iq720-bot"
+		fi
+		# The chart's operator image (any tag): `helm install` runs the workspace operator.
+		if [[ -x $TARGET_DIR/debug/iq720-operator ]]; then
+			printf '  "ghcr.io/iq720/iq720-operator:*":\n    command: "%s"\n' "$TARGET_DIR/debug/iq720-operator"
 		fi
 		if [[ -x $TARGET_DIR/debug/iq720-testproc ]]; then
 			printf '  "iq720.io/testproc:latest":\n    command: "%s"\n' "$TARGET_DIR/debug/iq720-testproc"

@@ -111,3 +111,35 @@ except urllib.error.HTTPError as e:
     print(e.code)
 PY
 }
+
+# map_operator_image RUN OPERATOR_BINARY: make sure the image map of the cluster in RUN
+# sends the chart's operator image (ghcr.io/iq720/iq720-operator, any tag) to the
+# workspace binary. cluster-up.sh writes that entry; this adds it to a cluster started
+# before it did (or when the operator had not built then). Atomic: the node agent
+# re-reads the map at every container start.
+map_operator_image() {
+	local run=$1 bin=$2 tmp
+	grep -qF '"ghcr.io/iq720/iq720-operator:*"' "$run/images.yaml" && return 0
+	tmp=$(mktemp "$run/images.yaml.XXXXXX")
+	{
+		grep -vx '  {}' "$run/images.yaml"
+		printf '  "ghcr.io/iq720/iq720-operator:*":\n    command: "%s"\n' "$bin"
+	} >"$tmp"
+	mv "$tmp" "$run/images.yaml"
+}
+
+# operator_leader_address NAMESPACE INSTANCE [PORT]: print "podIP:PORT" of the one
+# live pod of the Helm release INSTANCE in NAMESPACE that answers /leader with 200;
+# fail when there is none (or more than one).
+operator_leader_address() {
+	local ns=$1 instance=$2 port=${3:-8080} name ip dt found=
+	while read -r name ip dt; do
+		[[ -n $name && -n $ip && -z $dt ]] || continue
+		if curl -fsS --max-time 2 "http://$ip:$port/leader" >/dev/null 2>&1; then
+			[[ -z $found ]] || return 1
+			found=$ip:$port
+		fi
+	done <<<"$(kubectl -n "$ns" get pods -l "app.kubernetes.io/instance=$instance" \
+		-o 'jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.metadata.deletionTimestamp}{"\n"}{end}')"
+	[[ -n $found ]] && printf '%s\n' "$found"
+}

@@ -6,7 +6,8 @@
 # afterwards exactly one pod of the new revision leads.
 #
 # Runs against the cluster of $IQ720_RUN_DIR (demo-test.sh calls it on its new cluster);
-# removes what it installed. Adds the operator image to that cluster's image map.
+# removes what it installed (the image map sends the operator image to the workspace
+# binary: cluster-up.sh writes that entry).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 # shellcheck source-path=SCRIPTDIR
@@ -26,11 +27,7 @@ TIMEOUT=${IQ720_UPGRADE_TIMEOUT:-180}
 (cd "$ROOT" && cargo build --quiet --locked -p iq720-operator)
 OPERATOR="$TARGET_DIR/debug/iq720-operator"
 [[ -x $OPERATOR ]] || die "$OPERATOR missing"
-if ! grep -qF '"ghcr.io/iq720/iq720-operator:*"' "$RUN/images.yaml"; then
-  tmp="$(mktemp "$RUN/images.yaml.XXXXXX")"
-  { grep -vx '  {}' "$RUN/images.yaml"; printf '  "ghcr.io/iq720/iq720-operator:*":\n    command: "%s"\n' "$OPERATOR"; } >"$tmp"
-  mv "$tmp" "$RUN/images.yaml" # atomic: the node agent re-reads it at every start
-fi
+map_operator_image "$RUN" "$OPERATOR" # cluster-up.sh maps it; older clusters get it here
 
 cleanup() {
   "$HELM" uninstall "$RELEASE" --namespace "$NS" --wait --timeout 60s >/dev/null 2>&1 || true
