@@ -72,15 +72,32 @@ pub fn render_kubeconfig(server: &str, sa_dir: &std::path::Path, namespace: &str
     )
 }
 
-/// Programs on the host cannot read the token at its in-cluster path, so a container
-/// with the service-account mount gets `KUBECONFIG` pointing at a kubeconfig that uses
-/// the mounted token and CA (clients such as kube-rs' `Config::infer` and kubectl read it).
+/// Whether a container needs `KUBECONFIG` to find its service account: only when it
+/// has the service-account mount but no private mount namespace shows that mount at
+/// its in-cluster path. With mount namespaces the token, `ca.crt` and `namespace` are
+/// at [`SERVICE_ACCOUNT_DIR`] and `KUBERNETES_SERVICE_HOST/PORT` are set, so in-cluster
+/// clients (kube-rs `Client::try_default`, client-go `rest.InClusterConfig`) work as on
+/// a real kubelet and no `KUBECONFIG` is given.
+pub fn needs_service_account_kubeconfig(has_sa_mount: bool, mount_namespaces: bool) -> bool {
+    has_sa_mount && !mount_namespaces
+}
+
+/// Without mount namespaces programs on the host cannot read the token at its
+/// in-cluster path, so a container with the service-account mount gets `KUBECONFIG`
+/// pointing at a kubeconfig that uses the mounted token and CA (clients such as kube-rs'
+/// `Config::infer` and kubectl read it).
 fn service_account_kubeconfig(
     shared: &PodShared,
     mounts: &MountMap,
     namespace: &str,
     container: &str,
 ) -> Result<Option<PathBuf>, LaunchFailure> {
+    if !needs_service_account_kubeconfig(
+        mounts.real_dir(SERVICE_ACCOUNT_DIR).is_some(),
+        super::process::mount_namespaces(),
+    ) {
+        return Ok(None);
+    }
     let (Some(sa_dir), Some((host, port))) = (
         mounts.real_dir(SERVICE_ACCOUNT_DIR),
         &shared.agent.api_endpoint,

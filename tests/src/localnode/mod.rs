@@ -33,9 +33,14 @@
 //!   value, command element and argument that starts with a mount path (or is
 //!   `--flag=<mount path>...`) is rewritten to the real directory. Without (1), paths
 //!   a program reads from a config file or hard-codes are not rewritten.
-//! - **Service account**: a container with the service-account mount also gets
-//!   `KUBECONFIG` (unless it sets one) pointing at a kubeconfig that uses the mounted
-//!   token and CA, so kube-rs `Config::infer()`/kubectl act as the pod's ServiceAccount.
+//! - **Service account**: the default `kube-api-access` projection (token from the
+//!   TokenRequest API, `ca.crt` from the `kube-root-ca.crt` ConfigMap, `namespace`) is
+//!   mounted at `/var/run/secrets/kubernetes.io/serviceaccount` in the container's mount
+//!   namespace and `KUBERNETES_SERVICE_HOST/PORT` name the apiserver, so in-cluster
+//!   clients (kube-rs `Client::try_default()`, client-go, kubectl) act as the pod's
+//!   ServiceAccount exactly as on a kubelet. Only without mount namespaces does such a
+//!   container get `KUBECONFIG` (unless it sets one) pointing at a kubeconfig that uses
+//!   the mounted token and CA at their real paths.
 //! - **Env**: `value`, `valueFrom` (fieldRef, resourceFieldRef, configMapKeyRef,
 //!   secretKeyRef, with `optional`), `envFrom` with prefix, `$(VAR)` expansion in env,
 //!   command and args (`$$` escapes), image-map env as defaults.
