@@ -119,7 +119,9 @@ PY
 # re-reads the map at every container start.
 map_operator_image() {
 	local run=$1 bin=$2 tmp
-	grep -qF '"ghcr.io/iq720/iq720-operator:*"' "$run/images.yaml" && return 0
+	# Quoted (cluster-up.sh) or not (the Rust harness rewrites the map with serde_yaml): a
+	# second entry for the same key would make the whole map invalid YAML.
+	grep -qE '^  "?ghcr\.io/iq720/iq720-operator:\*"?:' "$run/images.yaml" && return 0
 	tmp=$(mktemp "$run/images.yaml.XXXXXX")
 	{
 		grep -vx '  {}' "$run/images.yaml"
