@@ -10,7 +10,8 @@
 pub use iq720_contract::config::{
     ApiConfig, BrokerConfig, Config, ConfigError, ExchangeConfig, FailbackPolicy, HOT_RELOADABLE,
     HotConfig, HotLogs, LogsConfig, MarketDataConfig, Mode, Problem, RiskConfig, SourceConfig,
-    StopLossConfig, StopLossKind, StrategyConfig, parse_listen_addr, validate_logs, validate_risk,
+    SourceUse, StopLossConfig, StopLossKind, StrategyConfig, parse_listen_addr, validate_logs,
+    validate_risk,
 };
 pub use iq720_contract::duration::{DurationError, HumanDuration};
 pub use iq720_contract::strategy::{

@@ -564,6 +564,18 @@ impl Bot {
         Ok(self.lock()?.feed.active_fresh(mono))
     }
 
+    /// Whether the active market data source is fresh, and whether `marketData.use`
+    /// pins it (for `/readyz`: a pinned stale source does not make the bot unready, so
+    /// the operator keeps talking to it, reports the stale pin and can lift it).
+    pub fn feed_state(&self) -> Result<(bool, bool), StoreError> {
+        let mono = self.mono_ms();
+        let core = self.lock()?;
+        Ok((
+            core.feed.active_fresh(mono),
+            core.feed.use_source().is_pinned(),
+        ))
+    }
+
     /// Status document for `GET /api/v1/status`.
     pub fn status(&self) -> Result<Value, ControlError> {
         let mono = self.mono_ms();
@@ -609,6 +621,7 @@ impl Bot {
             "active": core.feed.active_role(),
             "activeName": core.feed.active_name(),
             "selection": core.feed.selection(),
+            "use": core.feed.use_source(),
             "failovers": core.feed.failovers(),
             "failback": core.config.market_data.failback,
             "staleAfter": core.config.market_data.stale_after,
@@ -802,6 +815,14 @@ impl Bot {
         if new.paused != core.engine.paused() {
             core.engine.set_paused(new.paused);
             self.store.save_flags(core.engine.halted(), new.paused)?;
+        }
+        if new.market_data.use_source != core.feed.use_source() {
+            let switched = core.feed.set_use(new.market_data.use_source)?;
+            warn!(target: "trading", use_source = %new.market_data.use_source,
+                switched_to = switched.as_ref().map(|s| s.to.as_str()),
+                "marketData.use changed");
+            let mono = self.mono_ms();
+            self.update_gauges(&core, mono);
         }
         info!(target: "trading", patch = %patch, "config hot-reloaded");
         core.config = new.clone();

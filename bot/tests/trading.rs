@@ -264,6 +264,95 @@ fn api_stall_hook_failover_failback_and_manual_switch() {
     );
 }
 
+/// `marketData.use` through `PATCH /api/v1/config` (what the operator sends for
+/// `spec.marketData.use`): the pin switches at once, holds a stale source without
+/// failing over (reported stale, still ready so the operator can lift it), refuses a
+/// manual switch against it, and `auto` lets the automatic rules move the bot again.
+#[test]
+fn market_data_pin_by_config_patch() {
+    let bot = Bot::start("");
+    assert_eq!(active(&bot).0, "primary");
+    assert_eq!(bot.get_json("/api/v1/datasource")["use"], "auto");
+    let r = bot.req(
+        "PATCH",
+        "/api/v1/config",
+        Some(r#"{"marketData": {"use": "backup"}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["marketData"]["use"], "backup");
+    let ds = bot.get_json("/api/v1/datasource");
+    assert_eq!(
+        (&ds["active"], &ds["selection"], &ds["use"]),
+        (
+            &Value::from("backup"),
+            &Value::from("pinned"),
+            &Value::from("backup")
+        ),
+        "{ds}"
+    );
+    assert_eq!(active(&bot).1, "sim-backup");
+    // a manual switch against the pin is refused
+    let r = bot.req(
+        "PUT",
+        "/api/v1/datasource",
+        Some(r#"{"active": "primary"}"#),
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("pins"), "{}", r.text());
+    // the pinned backup stalls: no failover, reported stale, still ready
+    let r = bot.req(
+        "PUT",
+        "/api/v1/datasource",
+        Some(r#"{"stalled": {"backup": true}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    poll("pinned backup stale", Duration::from_secs(10), || {
+        (bot.get_json("/api/v1/datasource")["fresh"] == false).then_some(())
+    });
+    bot.wait_ticks(50);
+    let (role, _, failovers) = active(&bot);
+    assert_eq!((role.as_str(), failovers), ("backup", 0));
+    let r = common::http(bot.port, "GET", "/readyz", None, None).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["checks"]["marketDataFresh"], false);
+    assert_eq!(r.json()["checks"]["marketDataPinned"], true);
+    // lifting the pin: the stale backup fails over to the fresh primary
+    let r = bot.req(
+        "PATCH",
+        "/api/v1/config",
+        Some(r#"{"marketData": {"use": "auto"}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    poll(
+        "failover after the pin is lifted",
+        Duration::from_secs(10),
+        || (active(&bot).0 == "primary").then_some(()),
+    );
+    assert_eq!(bot.get_json("/api/v1/datasource")["use"], "auto");
+    // other marketData fields stay restart-only
+    let r = bot.req(
+        "PATCH",
+        "/api/v1/config",
+        Some(r#"{"marketData": {"use": "primary", "staleAfter": "9s"}}"#),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("marketData.staleAfter"), "{}", r.text());
+}
+
+/// Pinning to the backup of a bot without one is refused by the contract's rule.
+#[test]
+fn market_data_pin_to_a_missing_backup_is_refused() {
+    let bot = Bot::start("marketData: {backup: null}");
+    let r = bot.req(
+        "PATCH",
+        "/api/v1/config",
+        Some(r#"{"marketData": {"use": "backup"}}"#),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("marketData.use"), "{}", r.text());
+    assert_eq!(bot.get_json("/api/v1/datasource")["use"], "auto");
+}
+
 #[test]
 fn backup_restore_round_trip_yields_identical_trades() {
     let mut bot = Bot::start("");

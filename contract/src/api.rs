@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::config::{FailbackPolicy, HotConfig, Mode, RiskConfig};
+use crate::config::{FailbackPolicy, HotConfig, Mode, RiskConfig, SourceUse};
 use crate::duration::HumanDuration;
 
 /// Halt reason the bot records when it runs close-all (emergency stop or deletion).
@@ -98,9 +98,14 @@ pub struct MarketDataStatus {
     /// Name of the active source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_name: Option<String>,
-    /// Why the active source is active: `initial`, `failover`, `failback`, `manual`.
+    /// Why the active source is active: `initial`, `failover`, `failback`, `manual`,
+    /// `pinned`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection: Option<String>,
+    /// `marketData.use` in force: `auto`, or the source the bot is pinned to (absent
+    /// from bots older than the field).
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    pub use_source: Option<SourceUse>,
     /// Automatic failovers since start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failovers: Option<u64>,
@@ -215,6 +220,18 @@ pub struct ConfigPatch {
     /// New log retention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<LogsPatch>,
+    /// New market-data pin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub market_data: Option<MarketDataPatch>,
+}
+
+/// The market-data part of a [`ConfigPatch`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MarketDataPatch {
+    /// New `marketData.use`.
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    pub use_source: Option<SourceUse>,
 }
 
 impl ConfigPatch {

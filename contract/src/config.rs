@@ -300,6 +300,58 @@ pub enum FailbackPolicy {
     Manual,
 }
 
+/// Which market-data source the bot uses (`marketData.use`, hot-reloadable).
+///
+/// Why: the runbook's manual switch (`switch_data_source.py --source backup`) becomes
+/// a declarative pin in the TradingBot spec. A pinned bot never fails over or back on
+/// its own: it stays on the pinned source even when that source is stale, and says so
+/// (`selection: pinned`, `fresh: false`), so an operator can report it truthfully.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceUse {
+    /// Automatic failover to the backup when the active source is stale, and fail-back
+    /// as `failback` says (the behaviour without a pin).
+    #[default]
+    Auto,
+    /// Pinned to `marketData.primary`.
+    Primary,
+    /// Pinned to `marketData.backup` (which must be configured).
+    Backup,
+}
+
+impl SourceUse {
+    /// Lower-case name as in the configuration (`auto`, `primary`, `backup`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SourceUse::Auto => "auto",
+            SourceUse::Primary => "primary",
+            SourceUse::Backup => "backup",
+        }
+    }
+
+    /// Whether this pins the bot to one source.
+    pub fn is_pinned(&self) -> bool {
+        *self != SourceUse::Auto
+    }
+}
+
+impl std::fmt::Display for SourceUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The rule of `marketData.use`: pinning to the backup needs a backup source. Shared
+/// by the bot's validation and the operator's (the CRD also checks it at admission).
+pub fn source_use_problem(use_source: SourceUse, has_backup: bool) -> Option<Problem> {
+    (use_source == SourceUse::Backup && !has_backup).then(|| {
+        Problem::new(
+            "marketData.use",
+            "use: backup needs marketData.backup: no backup source is configured",
+        )
+    })
+}
+
 /// Market data settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -323,6 +375,10 @@ pub struct MarketDataConfig {
     /// Ticks per second per pair.
     #[serde(default = "d_tick_rate")]
     pub tick_rate: f64,
+    /// `auto` (failover and fail-back), or pin to `primary` or `backup`
+    /// (hot-reloadable).
+    #[serde(default, rename = "use")]
+    pub use_source: SourceUse,
 }
 
 fn d_primary() -> SourceConfig {
@@ -344,6 +400,7 @@ impl Default for MarketDataConfig {
             failback: FailbackPolicy::Auto,
             failback_after: None,
             tick_rate: d_tick_rate(),
+            use_source: SourceUse::Auto,
         }
     }
 }
@@ -543,6 +600,7 @@ pub const HOT_RELOADABLE: &[&str] = &[
     "paused",
     "logs.compressAfter",
     "logs.deleteAfter",
+    "marketData.use",
 ];
 
 /// Largest number of pairs one bot trades.
@@ -635,6 +693,9 @@ impl Config {
             logs: HotLogs {
                 compress_after: self.logs.compress_after,
                 delete_after: self.logs.delete_after,
+            },
+            market_data: HotMarketData {
+                use_source: self.market_data.use_source,
             },
         }
     }
@@ -776,6 +837,7 @@ impl MarketDataConfig {
                 ));
             }
         }
+        out.extend(source_use_problem(md.use_source, md.backup.is_some()));
     }
 }
 
@@ -839,6 +901,20 @@ pub struct HotConfig {
     pub paused: bool,
     /// The hot part of the log retention.
     pub logs: HotLogs,
+    /// The hot part of the market data (absent from bots older than `marketData.use`:
+    /// read as `auto`).
+    #[serde(default)]
+    pub market_data: HotMarketData,
+}
+
+/// The hot part of `marketData`. Unknown fields (the sources, `staleAfter`, ...) are
+/// ignored, so the whole `marketData` object reads as its hot part.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HotMarketData {
+    /// `auto`, `primary` or `backup`.
+    #[serde(default, rename = "use")]
+    pub use_source: SourceUse,
 }
 
 /// The hot part of `logs`.
@@ -903,6 +979,24 @@ mod tests {
         assert_eq!(fields, ["marketData.backup"]);
         c.market_data.backup = Some(SourceConfig::simulator(2));
         assert!(c.problems().is_empty());
+    }
+
+    #[test]
+    fn pinning_to_the_backup_needs_a_backup() {
+        let mut c = with_pairs();
+        c.market_data.use_source = SourceUse::Backup;
+        let fields: Vec<String> = c.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["marketData.use"]);
+        c.market_data.backup = Some(SourceConfig::simulator(2));
+        assert!(c.problems().is_empty());
+        c.market_data.backup = None;
+        c.market_data.use_source = SourceUse::Primary;
+        assert!(c.problems().is_empty());
+        let parsed = Config::from_yaml("pairs: [A/B]\nmarketData: {use: primary}").unwrap();
+        assert_eq!(parsed.market_data.use_source, SourceUse::Primary);
+        assert!(Config::from_yaml("pairs: [A/B]\nmarketData: {use: backup}").is_err());
+        assert!(Config::from_yaml("pairs: [A/B]\nmarketData: {use: secondary}").is_err());
+        assert!(HOT_RELOADABLE.contains(&"marketData.use"));
     }
 
     #[test]

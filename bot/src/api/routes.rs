@@ -155,27 +155,31 @@ pub async fn healthz(State(bot): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// `GET /readyz`: market data fresh, database writable, not restoring, not shutting
-/// down (during the shutdown drain the bot no longer trades, so it is not ready).
+/// `GET /readyz`: market data fresh (or pinned by `marketData.use`: a pinned stale
+/// source is reported, `checks.marketDataPinned`, and does not make the bot unready,
+/// so that the operator keeps talking to it and can report and lift the pin), database
+/// writable, not restoring, not shutting down (during the shutdown drain the bot no
+/// longer trades, so it is not ready).
 pub async fn readyz(State(bot): State<AppState>) -> Response {
     let res = blocking(&bot, |bot| {
-        let feed = bot.feed_fresh().unwrap_or(false);
+        let (feed, pinned) = bot.feed_state().unwrap_or((false, false));
         let db = bot.store.probe_write(wall_ms());
         let restoring = bot.restoring.load(Ordering::Relaxed);
-        Ok((feed, db.map_err(|e| e.to_string()), restoring))
+        Ok(((feed, pinned), db.map_err(|e| e.to_string()), restoring))
     })
     .await;
-    let (feed, db, restoring) = match res {
+    let ((feed, pinned), db, restoring) = match res {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
     let draining = bot.is_draining();
     let fault = crate::chaos::fault() == Some(crate::chaos::Fault::Unhealthy);
-    let ready = feed && db.is_ok() && !restoring && !draining && !fault;
+    let ready = (feed || pinned) && db.is_ok() && !restoring && !draining && !fault;
     let body = json!({
         "ready": ready,
         "checks": {
             "marketDataFresh": feed,
+            "marketDataPinned": pinned,
             "databaseWritable": db.is_ok(),
             "databaseError": db.err(),
             "restoring": restoring,

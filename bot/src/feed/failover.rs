@@ -1,9 +1,11 @@
-//! Primary/backup source selection with automatic failover and fail-back.
+//! Primary/backup source selection with automatic failover and fail-back, and the pin
+//! of `marketData.use` (`primary` / `backup`): a pinned manager stays on its source,
+//! fresh or not, and never switches on its own until the pin is lifted (`auto`).
 //!
 //! Time is passed in as monotonic milliseconds so the rules are unit-testable.
 
 use super::{FeedError, MarketDataSource, build_source};
-use crate::config::{FailbackPolicy, MarketDataConfig};
+use crate::config::{FailbackPolicy, MarketDataConfig, SourceUse};
 use serde::Serialize;
 
 /// Which configured source.
@@ -46,6 +48,11 @@ pub enum Selection {
     Failback,
     /// Switched over the API.
     Manual,
+    /// Pinned by `marketData.use` (no automatic switch while pinned).
+    Pinned,
+    /// The pin was lifted (`use: auto`): the source stays until the automatic rules
+    /// move it (fail-back from the backup as `failback` says, failover when stale).
+    Unpinned,
 }
 
 /// A source switch that just happened.
@@ -68,6 +75,11 @@ pub enum SwitchError {
     /// The target has no fresh data.
     #[error("the {0} source is stale; refusing to switch to it")]
     Stale(&'static str),
+    /// `marketData.use` pins the bot to another source.
+    #[error(
+        "marketData.use pins the bot to the {0} source; set marketData.use to auto (spec.marketData.use of the TradingBot) before switching by hand"
+    )]
+    Pinned(&'static str),
 }
 
 struct Slot {
@@ -113,6 +125,7 @@ pub struct FeedManager {
     failback_after_ms: u64,
     created_ms: u64,
     failovers: u64,
+    use_source: SourceUse,
 }
 
 impl FeedManager {
@@ -122,7 +135,7 @@ impl FeedManager {
         if let Some(b) = &cfg.backup {
             slots.push(Self::slot(b, Role::Backup, pairs, now_ms)?);
         }
-        Ok(FeedManager {
+        let mut m = FeedManager {
             slots,
             active: 0,
             selection: Selection::Initial,
@@ -131,7 +144,15 @@ impl FeedManager {
             failback_after_ms: cfg.failback_after.unwrap_or(cfg.stale_after).0.as_millis() as u64,
             created_ms: now_ms,
             failovers: 0,
-        })
+            use_source: SourceUse::Auto,
+        };
+        if cfg.use_source.is_pinned() {
+            // The configuration was validated: a pinned backup exists.
+            m.set_use(cfg.use_source)
+                .map_err(|e| FeedError::Pin(e.to_string()))?;
+            m.selection = Selection::Pinned;
+        }
+        Ok(m)
     }
 
     fn slot(
@@ -191,9 +212,10 @@ impl FeedManager {
         self.slots[idx].last_tick_ms.is_some() && self.age_ms(idx, now_ms) <= self.stale_after_ms
     }
 
-    /// Apply failover / fail-back rules; returns the switch if one happened.
+    /// Apply failover / fail-back rules; returns the switch if one happened. A pinned
+    /// manager never switches on its own.
     pub fn evaluate(&mut self, now_ms: u64) -> Option<Switch> {
-        if self.slots.len() < 2 {
+        if self.slots.len() < 2 || self.use_source.is_pinned() {
             return None;
         }
         let other = 1 - self.active;
@@ -206,7 +228,7 @@ impl FeedManager {
         }
         if self.failback == FailbackPolicy::Auto
             && self.slots[self.active].role == Role::Backup
-            && self.selection == Selection::Failover
+            && matches!(self.selection, Selection::Failover | Selection::Unpinned)
             && self.fresh(0, now_ms)
             && self.slots[0]
                 .up_since_ms
@@ -228,15 +250,57 @@ impl FeedManager {
         }
     }
 
-    /// Manual switch (over the API).
+    /// Apply `marketData.use`: pin to a source (at once, fresh or not: the pin is what
+    /// was asked for, and its staleness is reported) or lift the pin (`auto`: the
+    /// active source stays until the automatic rules move it). Returns the switch if
+    /// one happened; pinning to an absent backup is refused and changes nothing.
+    pub fn set_use(&mut self, use_source: SourceUse) -> Result<Option<Switch>, SwitchError> {
+        let role = match use_source {
+            SourceUse::Auto => {
+                if self.use_source.is_pinned() {
+                    self.use_source = SourceUse::Auto;
+                    self.selection = Selection::Unpinned;
+                }
+                return Ok(None);
+            }
+            SourceUse::Primary => Role::Primary,
+            SourceUse::Backup => Role::Backup,
+        };
+        let idx = self
+            .slots
+            .iter()
+            .position(|s| s.role == role)
+            .ok_or(SwitchError::NoBackup)?;
+        self.use_source = use_source;
+        if idx == self.active {
+            self.selection = Selection::Pinned;
+            return Ok(None);
+        }
+        Ok(Some(self.set_active(idx, Selection::Pinned)))
+    }
+
+    /// `marketData.use` in force.
+    pub fn use_source(&self) -> SourceUse {
+        self.use_source
+    }
+
+    /// Manual switch (over the API); refused while `marketData.use` pins another
+    /// source.
     pub fn switch_to(&mut self, role: Role, now_ms: u64) -> Result<Option<Switch>, SwitchError> {
+        match (self.use_source, role) {
+            (SourceUse::Primary, Role::Backup) => return Err(SwitchError::Pinned("primary")),
+            (SourceUse::Backup, Role::Primary) => return Err(SwitchError::Pinned("backup")),
+            _ => {}
+        }
         let idx = self
             .slots
             .iter()
             .position(|s| s.role == role)
             .ok_or(SwitchError::NoBackup)?;
         if idx == self.active {
-            self.selection = Selection::Manual;
+            if !self.use_source.is_pinned() {
+                self.selection = Selection::Manual;
+            }
             return Ok(None);
         }
         if !self.fresh(idx, now_ms) {
@@ -364,6 +428,97 @@ mod tests {
         assert_eq!(m.active_role(), Role::Backup);
         assert!(m.switch_to(Role::Primary, 10_000).unwrap().is_some());
         assert_eq!(m.selection(), Selection::Manual);
+    }
+
+    #[test]
+    fn a_pin_holds_a_stale_source_and_lifting_it_fails_back() {
+        let mut m = mgr(FailbackPolicy::Auto);
+        run(&mut m, 0, 1000);
+        assert_eq!(m.active_role(), Role::Primary);
+        // pin to the backup: switches at once
+        let sw = m.set_use(SourceUse::Backup).unwrap();
+        assert_eq!(
+            sw,
+            Some(Switch {
+                from: Role::Primary,
+                to: Role::Backup,
+                why: Selection::Pinned
+            })
+        );
+        assert_eq!(
+            (m.active_role(), m.selection(), m.use_source()),
+            (Role::Backup, Selection::Pinned, SourceUse::Backup)
+        );
+        // the pinned backup goes stale: no failover to the fresh primary, and it says so
+        m.set_stalled(Role::Backup, true).unwrap();
+        assert!(run(&mut m, 1000, 5000).is_empty());
+        assert_eq!(m.active_role(), Role::Backup);
+        assert!(!m.active_fresh(5000));
+        assert_eq!(m.failovers(), 0);
+        // a manual switch against the pin is refused
+        assert_eq!(
+            m.switch_to(Role::Primary, 5000),
+            Err(SwitchError::Pinned("backup"))
+        );
+        // lifting the pin: the automatic rules fail over to the fresh primary
+        assert_eq!(m.set_use(SourceUse::Auto).unwrap(), None);
+        assert_eq!(m.selection(), Selection::Unpinned);
+        let sw = run(&mut m, 5000, 6000);
+        assert_eq!(sw.len(), 1, "{sw:?}");
+        assert_eq!(m.active_role(), Role::Primary);
+        // pin to the primary while it is active: no switch, no failover when it stalls
+        assert_eq!(m.set_use(SourceUse::Primary).unwrap(), None);
+        m.set_stalled(Role::Backup, false).unwrap();
+        m.set_stalled(Role::Primary, true).unwrap();
+        assert!(run(&mut m, 6000, 9000).is_empty());
+        assert_eq!(m.active_role(), Role::Primary);
+    }
+
+    #[test]
+    fn unpinning_from_a_fresh_backup_fails_back_after_failback_after() {
+        let mut m = mgr(FailbackPolicy::Auto);
+        run(&mut m, 0, 1000);
+        m.set_use(SourceUse::Backup).unwrap();
+        run(&mut m, 1000, 3000);
+        assert_eq!(m.active_role(), Role::Backup);
+        m.set_use(SourceUse::Auto).unwrap();
+        let sw = run(&mut m, 3000, 3500);
+        assert_eq!(
+            sw,
+            vec![Switch {
+                from: Role::Backup,
+                to: Role::Primary,
+                why: Selection::Failback
+            }]
+        );
+        // with failback manual the bot stays on the backup after the pin is lifted
+        let mut m = mgr(FailbackPolicy::Manual);
+        run(&mut m, 0, 1000);
+        m.set_use(SourceUse::Backup).unwrap();
+        m.set_use(SourceUse::Auto).unwrap();
+        assert!(run(&mut m, 1000, 5000).is_empty());
+        assert_eq!(m.active_role(), Role::Backup);
+    }
+
+    #[test]
+    fn a_pin_in_the_config_applies_at_start_and_needs_a_backup() {
+        let cfg = MarketDataConfig {
+            backup: Some(SourceConfig::simulator(2)),
+            use_source: SourceUse::Backup,
+            ..MarketDataConfig::default()
+        };
+        let m = FeedManager::new(&cfg, &["A/B".to_string()], 0).unwrap();
+        assert_eq!(
+            (m.active_role(), m.selection()),
+            (Role::Backup, Selection::Pinned)
+        );
+        let mut single =
+            FeedManager::new(&MarketDataConfig::default(), &["A/B".to_string()], 0).unwrap();
+        assert_eq!(
+            single.set_use(SourceUse::Backup),
+            Err(SwitchError::NoBackup)
+        );
+        assert_eq!(single.use_source(), SourceUse::Auto);
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub enum FeedError {
     /// Unknown source kind.
     #[error("unknown market data source kind `{0}`")]
     UnknownKind(String),
+    /// `marketData.use` names a source that is not configured.
+    #[error("marketData.use: {0}")]
+    Pin(String),
 }
 
 /// A source of prices, polled once per engine tick for every pair.
