@@ -86,7 +86,8 @@ pub struct TradingBotSpec {
     #[serde(default)]
     pub risk: RiskSpec,
 
-    /// Market-data sources with automatic failover.
+    /// Market-data sources with automatic failover, or pinned to one source
+    /// (`marketData.use`, applied without a restart).
     #[serde(default)]
     pub market_data: MarketDataSpec,
 
@@ -355,6 +356,7 @@ pub enum StopLossKind {
 /// Market-data sources.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.use) || self.use != 'backup' || has(self.backup)").message("marketData.use: backup needs marketData.backup: no backup source is configured").field_path(".use"))]
 pub struct MarketDataSpec {
     /// Source used while it is fresh.
     #[serde(default)]
@@ -370,6 +372,15 @@ pub struct MarketDataSpec {
     /// Return to the primary once it has been fresh again for `staleAfter`.
     #[serde(default = "crate::common::default_true")]
     pub failback: bool,
+    /// Which source the bot uses: `auto` (default) fails over to the backup when the
+    /// active source is stale and back as `failback` says; `primary` or `backup` pins
+    /// the bot to that source, fresh or not, with no automatic switch (the manual
+    /// switch of the old runbook). `backup` needs `backup`. Applied to the running bot
+    /// without a restart; `status.activeMarketData` shows the source in use, and
+    /// `MarketDataHealthy` is False (reason `PinnedSourceStale`) while the pinned
+    /// source is stale.
+    #[serde(default, rename = "use")]
+    pub use_source: MarketDataUse,
 }
 
 impl Default for MarketDataSpec {
@@ -379,8 +390,22 @@ impl Default for MarketDataSpec {
             backup: None,
             stale_after: default_stale_after(),
             failback: true,
+            use_source: MarketDataUse::Auto,
         }
     }
+}
+
+/// Which market-data source a bot uses.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum MarketDataUse {
+    /// Automatic failover and fail-back.
+    #[default]
+    Auto,
+    /// Pinned to the primary source.
+    Primary,
+    /// Pinned to the backup source.
+    Backup,
 }
 
 fn default_stale_after() -> String {

@@ -266,3 +266,25 @@ fn maintenance_window_rules() {
         "olderThanDays must be at least 1",
     );
 }
+
+#[test]
+fn pinning_market_data_to_the_backup_needs_a_backup() {
+    let pinned = with(valid_spec(), "/marketData/use", json!("backup"));
+    assert_rejected::<TradingBot>(
+        bot(pinned.clone()),
+        "marketData.use: backup needs marketData.backup",
+    );
+    let with_backup = with(pinned, "/marketData/backup", json!({"type": "simulator"}));
+    assert_eq!(
+        errors::<TradingBot>(&bot(with_backup)),
+        Vec::<String>::new()
+    );
+    for ok in ["auto", "primary"] {
+        let spec = with(valid_spec(), "/marketData/use", json!(ok));
+        assert_eq!(
+            errors::<TradingBot>(&bot(spec)),
+            Vec::<String>::new(),
+            "{ok}"
+        );
+    }
+}
