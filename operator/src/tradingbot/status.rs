@@ -3,6 +3,7 @@
 //! server-side apply under this controller's own status field manager.
 
 use iq720_contract::api::{PerformanceResponse, SecurityResponse, StatusResponse};
+use iq720_contract::config::SourceUse;
 use iq720_crds::trading_bot::TradingBotPhase;
 use iq720_crds::{TradingBot, TradingBotStatus};
 use kube::api::{Api, Patch, PatchParams};
@@ -164,6 +165,11 @@ pub struct BotReport {
     pub active_market_data: Option<String>,
     /// Whether the active source is fresh.
     pub market_data_fresh: bool,
+    /// `marketData.use` the bot reports (`None` from bots older than the field).
+    pub market_data_use: Option<SourceUse>,
+    /// Whether the source the bot is not using is fresh (`None`: there is none, or the
+    /// bot does not say).
+    pub other_source_fresh: Option<bool>,
     /// The bot's security audit (`/api/v1/security`), read once per poll, when it
     /// answered; later steps (exchange credentials) read it from here.
     pub security: Option<SecurityResponse>,
@@ -190,8 +196,58 @@ impl BotReport {
             pnl: status.realized_pnl,
             active_market_data: Some(status.active_market_data.clone()),
             market_data_fresh: status.market_data.fresh,
+            market_data_use: status.market_data.use_source,
+            other_source_fresh: status
+                .market_data
+                .sources
+                .iter()
+                .find(|s| !s.active)
+                .map(|s| s.fresh),
             security: None,
         }
+    }
+}
+
+/// The `MarketDataHealthy` condition of a report: status, reason, message. A pinned
+/// source (`spec.marketData.use`) is never failed away from, so its staleness is said
+/// as such, with what would help. The message holds no ages, so an unchanged state
+/// never rewrites the status.
+pub fn market_data_health(report: &BotReport) -> (bool, &'static str, String) {
+    let name = report.active_market_data.as_deref().unwrap_or("?");
+    match (report.market_data_use, report.market_data_fresh) {
+        (Some(pin @ (SourceUse::Primary | SourceUse::Backup)), true) => (
+            true,
+            "Pinned",
+            format!(
+                "spec.marketData.use pins the bot to the {pin} source {name}, which is fresh;                  no automatic failover while pinned"
+            ),
+        ),
+        (Some(pin @ (SourceUse::Primary | SourceUse::Backup)), false) => {
+            let hint = match report.other_source_fresh {
+                Some(true) => {
+                    "; the other source is fresh: set spec.marketData.use to auto to fail over"
+                }
+                Some(false) => "; the other source is stale too",
+                None => "",
+            };
+            (
+                false,
+                "PinnedSourceStale",
+                format!(
+                    "spec.marketData.use pins the bot to the {pin} source {name}, which is                      stale (no automatic failover while pinned){hint}"
+                ),
+            )
+        }
+        (_, true) => (
+            true,
+            "Fresh",
+            "the active market-data source is fresh".to_string(),
+        ),
+        (_, false) => (
+            false,
+            "Stale",
+            "the active market-data source is stale".to_string(),
+        ),
     }
 }
 
@@ -221,25 +277,15 @@ pub fn apply_report(status: &mut TradingBotStatus, report: &BotReport, generatio
         "the bot runs and answers its API",
         generation,
     );
-    if report.market_data_fresh {
-        set_condition(
-            c,
-            condition::MARKET_DATA_HEALTHY,
-            true,
-            "Fresh",
-            "the active market-data source is fresh",
-            generation,
-        );
-    } else {
-        set_condition(
-            c,
-            condition::MARKET_DATA_HEALTHY,
-            false,
-            "Stale",
-            "the active market-data source is stale",
-            generation,
-        );
-    }
+    let (healthy, reason, message) = market_data_health(report);
+    set_condition(
+        c,
+        condition::MARKET_DATA_HEALTHY,
+        healthy,
+        reason,
+        &message,
+        generation,
+    );
     if report.paused {
         set_condition(
             c,
@@ -347,6 +393,38 @@ mod tests {
         let mut ts = TradingBotStatus::default();
         apply_report(&mut ts, &r, None);
         assert_eq!(ts.phase, Some(TradingBotPhase::Halted));
+    }
+
+    #[test]
+    fn a_pinned_stale_source_is_not_healthy_and_says_why() {
+        let perf: PerformanceResponse =
+            serde_json::from_value(json!({"allTime": {"winRate": 0.0, "trades": 0}})).unwrap();
+        let report = |fresh: bool, use_: &str| {
+            BotReport::from_api(
+                &status(json!({"version": "0.1.0", "paused": false, "halted": false,
+                    "openPositions": 0, "realizedPnl": 0.0, "activeMarketData": "sim-b",
+                    "marketData": {"fresh": fresh, "use": use_, "active": "backup",
+                    "sources": [{"name": "sim-a", "active": false, "fresh": true},
+                                {"name": "sim-b", "active": true, "fresh": fresh}]}})),
+                &perf,
+            )
+        };
+        let (ok, reason, message) = market_data_health(&report(false, "backup"));
+        assert!(!ok);
+        assert_eq!(reason, "PinnedSourceStale");
+        assert!(
+            message.contains("backup source sim-b")
+                && message.contains("set spec.marketData.use to auto"),
+            "{message}"
+        );
+        let (ok, reason, _) = market_data_health(&report(true, "backup"));
+        assert!(ok && reason == "Pinned");
+        assert_eq!(market_data_health(&report(true, "auto")).1, "Fresh");
+        assert_eq!(market_data_health(&report(false, "auto")).1, "Stale");
+        let mut ts = TradingBotStatus::default();
+        apply_report(&mut ts, &report(false, "backup"), Some(1));
+        assert!(!is_true(&ts.conditions, condition::MARKET_DATA_HEALTHY));
+        assert_eq!(ts.active_market_data.as_deref(), Some("sim-b"));
     }
 
     #[test]

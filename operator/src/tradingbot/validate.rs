@@ -385,6 +385,13 @@ mod tests {
                 false,
             ),
             (json!({"marketData": {"failback": false}}), true),
+            // marketData.use: pinning to the backup needs one
+            (json!({"marketData": {"use": "primary"}}), true),
+            (json!({"marketData": {"use": "backup"}}), false),
+            (
+                json!({"marketData": {"use": "backup", "backup": {"type": "simulator"}}}),
+                true,
+            ),
             // mode, pairs, names, levels
             (
                 json!({"mode": "live", "exchange": {"name": "binance", "credentialsSecretRef": {"name": "k"}}}),
@@ -500,8 +507,11 @@ mod tests {
                 expected,
                 "unexpected verdict on {spec}: {operator:?}"
             );
-            if expected && b.spec.pairs == base_running.pairs {
-                // The hot part of an accepted spec is accepted by a running bot.
+            if expected && b.spec.pairs == base_running.pairs && b.spec.market_data.backup.is_none()
+            {
+                // The hot part of an accepted spec is accepted by a running bot (one
+                // started with the same restart part: `use: backup` needs the backup
+                // the bot was started with, which is tested in bot_config).
                 let hot = bot_config::render(&b, "ns", "b").hot;
                 iq720_bot::runner::merge_config(&base_running, &hot)
                     .unwrap_or_else(|e| panic!("PATCH of {spec} refused: {e}"));

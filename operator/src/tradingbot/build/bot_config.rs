@@ -7,7 +7,8 @@
 //!
 //! The configuration has two parts:
 //! - hot-reloadable fields (`risk`, `strategy`, `paused`, `logs.compressAfter`,
-//!   `logs.deleteAfter`, the contract's [`HOT_RELOADABLE`]) that the operator applies
+//!   `logs.deleteAfter`, `marketData.use`, the contract's [`HOT_RELOADABLE`]) that the
+//!   operator applies
 //!   through the bot's `PATCH /api/v1/config` without a restart, and
 //! - everything else, whose checksum goes into the pod template so that a change
 //!   rolls the pod.
@@ -17,17 +18,17 @@
 
 use std::path::PathBuf;
 
-use iq720_contract::api::{ConfigPatch, ConfigResponse, LogsPatch, StrategyPatch};
+use iq720_contract::api::{ConfigPatch, ConfigResponse, LogsPatch, MarketDataPatch, StrategyPatch};
 use iq720_contract::config::{
     ApiConfig, Config, ExchangeConfig, FailbackPolicy, HOT_RELOADABLE, LogsConfig,
-    MarketDataConfig, Mode, Problem, RiskConfig, SourceConfig, StopLossConfig, StopLossKind,
-    StrategyConfig,
+    MarketDataConfig, Mode, Problem, RiskConfig, SourceConfig, SourceUse, StopLossConfig,
+    StopLossKind, StrategyConfig,
 };
 use iq720_contract::duration::HumanDuration;
 use iq720_contract::strategy::StrategyKind;
 use iq720_crds::TradingBot;
 use iq720_crds::trading_bot::{
-    LogLevel, MarketDataKind, MarketDataSource, StrategyName, TradingMode,
+    LogLevel, MarketDataKind, MarketDataSource, MarketDataUse, StrategyName, TradingMode,
 };
 use kube::ResourceExt;
 use serde_json::Value;
@@ -173,6 +174,11 @@ pub fn document(bot: &TradingBot, namespace: &str, name: &str) -> (Config, Vec<P
                 FailbackPolicy::Auto
             } else {
                 FailbackPolicy::Manual
+            },
+            use_source: match spec.market_data.use_source {
+                MarketDataUse::Auto => SourceUse::Auto,
+                MarketDataUse::Primary => SourceUse::Primary,
+                MarketDataUse::Backup => SourceUse::Backup,
             },
             ..md_defaults
         },
@@ -333,6 +339,15 @@ pub fn hot_diff(desired_hot: &Value, reported: &ConfigResponse) -> Option<Value>
             });
         }
     }
+    if let Some(md) = want.market_data
+        && md
+            .use_source
+            .is_some_and(|u| u != reported.market_data.use_source)
+    {
+        patch.market_data = Some(MarketDataPatch {
+            use_source: md.use_source,
+        });
+    }
     if patch.is_empty() {
         return None;
     }
@@ -422,13 +437,15 @@ mod tests {
         let hot = hot_part(&bot(json!({})));
         let mut keys: Vec<&String> = hot.as_object().unwrap().keys().collect();
         keys.sort();
-        assert_eq!(keys, ["logs", "paused", "risk", "strategy"]);
+        assert_eq!(keys, ["logs", "marketData", "paused", "risk", "strategy"]);
+        assert_eq!(hot["marketData"], json!({"use": "auto"}));
         assert_eq!(
             hot["logs"],
             json!({"compressAfter": "7d", "deleteAfter": "30d"})
         );
         let restart = restart_part(&bot(json!({})), "ns", "b");
         assert!(restart.get("risk").is_none() && restart.get("paused").is_none());
+        assert!(restart["marketData"].get("use").is_none());
         assert_eq!(restart["logs"], json!({"level": "info"}));
     }
 
@@ -437,7 +454,7 @@ mod tests {
         let a = render(&bot(json!({})), "ns", "b");
         let b = render(
             &bot(
-                json!({"paused": true, "risk": {"maxPositions": 9}, "strategy": {"params": {"rsiPeriod": 7}}, "logs": {"deleteAfter": "60d"}}),
+                json!({"paused": true, "risk": {"maxPositions": 9}, "strategy": {"params": {"rsiPeriod": 7}}, "logs": {"deleteAfter": "60d"}, "marketData": {"use": "primary"}}),
             ),
             "ns",
             "b",
@@ -491,6 +508,36 @@ mod tests {
             json!({"compressAfter": "7d", "deleteAfter": "60d"})
         );
         assert!(diff.get("strategy").is_none());
+    }
+
+    #[test]
+    fn a_market_data_pin_is_a_hot_patch_the_bot_accepts() {
+        let backup = json!({"marketData": {"backup": {"type": "simulator"}}});
+        let pinned = bot(json!({"marketData": {"backup": {"type": "simulator"}, "use": "backup"}}));
+        let a = render(&bot(backup.clone()), "ns", "b");
+        let b = render(&pinned, "ns", "b");
+        assert_eq!(
+            a.restart_checksum, b.restart_checksum,
+            "a pin must not roll the pod"
+        );
+        let have = reported(&bot(backup.clone()));
+        let diff = hot_diff(&hot_part(&pinned), &have).unwrap();
+        assert_eq!(diff, json!({"marketData": {"use": "backup"}}));
+        let current = iq720_bot::config::Config::from_yaml(
+            &render(&bot(backup), "ns", "paper").to_yaml().unwrap(),
+        )
+        .unwrap();
+        let patched = iq720_bot::runner::merge_config(&current, &diff).unwrap();
+        assert_eq!(patched.market_data.use_source, SourceUse::Backup);
+        // pinned and reported pinned: nothing to send; back to auto: sent
+        assert_eq!(hot_diff(&hot_part(&pinned), &reported(&pinned)), None);
+        let auto = hot_diff(&hot_part(&bot(json!({}))), &reported(&pinned)).unwrap();
+        assert_eq!(auto, json!({"marketData": {"use": "auto"}}));
+        // an older bot's config without `use` reads as auto
+        let mut old = serde_json::to_value(reported(&bot(json!({})))).unwrap();
+        old["marketData"].as_object_mut().unwrap().remove("use");
+        let old: ConfigResponse = serde_json::from_value(old).unwrap();
+        assert_eq!(hot_diff(&hot_part(&bot(json!({}))), &old), None);
     }
 
     #[test]
