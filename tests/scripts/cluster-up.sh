@@ -24,9 +24,6 @@ SCRIPTS=$IQ720_REPO/tests/scripts
 TIMEOUT=${IQ720_UP_TIMEOUT:-180}
 TARGET_DIR=${CARGO_TARGET_DIR:-$IQ720_REPO/target}
 NODE_SRC=$IQ720_REPO/tests/src/bin/iq720-localnode.rs
-TESTPROC_SRC=$IQ720_REPO/tests/src/bin/iq720-testproc.rs
-BOT_SRC=$IQ720_REPO/bot/src/main.rs
-OPERATOR_SRC=$IQ720_REPO/operator/src/main.rs
 t0=$SECONDS
 # The node agent is started when its source exists, unless IQ720_SKIP_NODE=1
 # (control plane alone: pods stay Pending).
@@ -116,17 +113,7 @@ if $with_node; then
 	need cargo
 	(
 		cd "$IQ720_REPO"
-		bins=(--bin iq720-localnode)
-		[[ -f $TESTPROC_SRC ]] && bins+=(--bin iq720-testproc)
-		cargo build -p iq720-tests "${bins[@]}" || exit 1
-		if [[ -f $BOT_SRC ]]; then
-			cargo build -p iq720-bot --bin iq720-bot ||
-				echo "WARNING: iq720-bot did not build; the image map will not list it"
-		fi
-		if [[ -f $OPERATOR_SRC ]]; then
-			cargo build -p iq720-operator --bin iq720-operator ||
-				echo "WARNING: iq720-operator did not build; the image map will not list it"
-		fi
+		build_cluster_binaries || exit 1
 	) >"$RUN/logs/build-rust.log" 2>&1 8>&- &
 	rust_pid=$!
 fi

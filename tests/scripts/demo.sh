@@ -21,7 +21,7 @@ bash "$ROOT/tests/scripts/cluster-up.sh"
 source "$RUN/env"
 
 say "building the operator and the bot"
-(cd "$ROOT" && cargo build --quiet --locked -p iq720-operator -p iq720-bot)
+(cd "$ROOT" && build_cluster_binaries --quiet) # what cluster-up.sh builds (no rebuild)
 OPERATOR="$TARGET_DIR/debug/iq720-operator"
 [[ -x $OPERATOR ]] || die "$OPERATOR missing"
 # The chart's image ghcr.io/iq720/iq720-operator:<appVersion> runs this binary on the node.

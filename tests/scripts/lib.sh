@@ -145,3 +145,14 @@ operator_leader_address() {
 		-o 'jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.metadata.deletionTimestamp}{"\n"}{end}')"
 	[[ -n $found ]] && printf '%s\n' "$found"
 }
+
+# build_cluster_binaries [cargo flags]: the debug binaries the local node runs (node
+# agent, test process, bot, operator), in ONE cargo invocation from the repository
+# root. cluster-up.sh, demo.sh and upgrade-test.sh all call this: separate invocations
+# with other package sets resolve features differently, and shared dependencies (kube,
+# aws-sdk-s3, ...) would each be compiled again.
+build_cluster_binaries() {
+	(cd "$IQ720_REPO" && cargo build "$@" --locked \
+		-p iq720-tests -p iq720-bot -p iq720-operator \
+		--bin iq720-localnode --bin iq720-testproc --bin iq720-bot --bin iq720-operator)
+}

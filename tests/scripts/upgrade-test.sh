@@ -24,7 +24,7 @@ RELEASE=up
 LEASE=iq720-operator-leader
 TIMEOUT=${IQ720_UPGRADE_TIMEOUT:-180}
 
-(cd "$ROOT" && cargo build --quiet --locked -p iq720-operator)
+(cd "$ROOT" && build_cluster_binaries --quiet) # what cluster-up.sh builds (no rebuild)
 OPERATOR="$TARGET_DIR/debug/iq720-operator"
 [[ -x $OPERATOR ]] || die "$OPERATOR missing"
 map_operator_image "$RUN" "$OPERATOR" # cluster-up.sh maps it; older clusters get it here
