@@ -17,7 +17,9 @@
 #      IDLE_SECONDS (idle window, default 600), SETTLE_SECONDS (default 30),
 #      CONVERGE_TIMEOUT (default 900), BENCH_OUT (report dir, default <repo>/.run/bench-scale),
 #      IQ720_BENCH_KEEP=1 keeps the cluster running afterwards,
-#      IQ720_BENCH_NO_BUILD=1 uses the release binaries already built (no cargo build).
+#      IQ720_BENCH_NO_BUILD=1 uses the release binaries already built (no cargo build),
+#      PROFILE=debug runs the debug builds instead (a quick look: slower and larger
+#      than release; never the README's release figures).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 SCRIPTS="$ROOT/tests/scripts"
@@ -31,13 +33,15 @@ BASE="$(mktemp -d "${TMPDIR:-/tmp}/iq720-bench-scale.XXXXXX")"
 export IQ720_RUN_DIR="$BASE/cluster"
 RUN="$IQ720_RUN_DIR"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-REL="$TARGET_DIR/release"
+PROFILE=${PROFILE:-release}
+REL="$TARGET_DIR/$PROFILE"
 NS=iq720-bench
 OPNS=iq720-system
 # shellcheck source-path=SCRIPTDIR
 source "$SCRIPTS/lib.sh"
 need kubectl curl python3 getconf
 [[ $N =~ ^[0-9]+$ ]] && ((N > 0)) || die "N must be a positive number, not '$N'"
+[[ $PROFILE == release || $PROFILE == debug ]] || die "PROFILE is release or debug, not '$PROFILE'"
 
 # Real bots only: refuse up front when N of them (about 10 MiB each, 16 MiB budgeted)
 # cannot fit in the memory available now.
@@ -76,8 +80,10 @@ trap finish EXIT
 
 log "bench-scale: N=$N, run dir $RUN"
 if [[ ${IQ720_BENCH_NO_BUILD:-0} != 1 ]]; then
-  log "bench-scale: building release binaries"
-  (cd "$ROOT" && cargo build --quiet --release --locked \
+  log "bench-scale: building $PROFILE binaries"
+  profile_flag=()
+  [[ $PROFILE == release ]] && profile_flag=(--release)
+  (cd "$ROOT" && cargo build --quiet "${profile_flag[@]}" --locked \
     -p iq720-operator -p iq720-bot -p iq720-tests \
     --bin iq720-operator --bin iq720-bot --bin iq720-localnode --bin iq720-bench-scale)
 fi
@@ -152,7 +158,7 @@ log "bench-scale: applying $N TradingBots and measuring (report: $report)"
   --idle-seconds "$IDLE_SECONDS" --settle-seconds "$SETTLE_SECONDS" --out "$report"
 {
   echo
-  echo "command: make bench-scale N=$N RUN_SECONDS=$RUN_SECONDS IDLE_SECONDS=$IDLE_SECONDS"
+  echo "command: make bench-scale N=$N RUN_SECONDS=$RUN_SECONDS IDLE_SECONDS=$IDLE_SECONDS PROFILE=$PROFILE"
   echo "machine: $(nproc) cores, $(awk '/^MemTotal:/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 } >>"$report"
