@@ -219,7 +219,7 @@ pub fn market_data_health(report: &BotReport) -> (bool, &'static str, String) {
             true,
             "Pinned",
             format!(
-                "spec.marketData.use pins the bot to the {pin} source {name}, which is fresh;                  no automatic failover while pinned"
+                "spec.marketData.use pins the bot to the {pin} source {name}, which is fresh; no automatic failover while pinned"
             ),
         ),
         (Some(pin @ (SourceUse::Primary | SourceUse::Backup)), false) => {
@@ -234,7 +234,7 @@ pub fn market_data_health(report: &BotReport) -> (bool, &'static str, String) {
                 false,
                 "PinnedSourceStale",
                 format!(
-                    "spec.marketData.use pins the bot to the {pin} source {name}, which is                      stale (no automatic failover while pinned){hint}"
+                    "spec.marketData.use pins the bot to the {pin} source {name}, which is stale (no automatic failover while pinned){hint}"
                 ),
             )
         }
@@ -412,6 +412,7 @@ mod tests {
         let (ok, reason, message) = market_data_health(&report(false, "backup"));
         assert!(!ok);
         assert_eq!(reason, "PinnedSourceStale");
+        assert!(!message.contains("  "), "{message}");
         assert!(
             message.contains("backup source sim-b")
                 && message.contains("set spec.marketData.use to auto"),
