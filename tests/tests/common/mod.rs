@@ -48,10 +48,36 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target"))
 }
 
+/// The binaries the local node runs, built by one cargo invocation, the same one as
+/// `build_cluster_binaries` in tests/scripts/lib.sh (a build of another package set
+/// resolves features differently and compiles the shared dependencies again).
+const CLUSTER_BUILD: [&str; 12] = [
+    "-p",
+    "iq720-tests",
+    "-p",
+    "iq720-bot",
+    "-p",
+    "iq720-operator",
+    "--bin",
+    "iq720-localnode",
+    "--bin",
+    "iq720-testproc",
+    "--bin",
+    "iq720-bot",
+    "--bin",
+    "iq720-operator",
+];
+
 /// Builds (if needed) and returns the path of a workspace binary.
 pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    let shared = CLUSTER_BUILD.contains(&bin);
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .args(["build", "--quiet", "--locked"])
+        .args(if shared {
+            CLUSTER_BUILD.to_vec()
+        } else {
+            vec!["-p", package, "--bin", bin]
+        })
         .current_dir(repo_root())
         .status()
         .expect("cargo build");
