@@ -83,9 +83,12 @@ if [[ ${IQ720_BENCH_NO_BUILD:-0} != 1 ]]; then
   log "bench-scale: building $PROFILE binaries"
   profile_flag=()
   [[ $PROFILE == release ]] && profile_flag=(--release)
+  # The package set of build_cluster_binaries (lib.sh): a debug build then reuses
+  # what the test cluster built.
   (cd "$ROOT" && cargo build --quiet "${profile_flag[@]}" --locked \
-    -p iq720-operator -p iq720-bot -p iq720-tests \
-    --bin iq720-operator --bin iq720-bot --bin iq720-localnode --bin iq720-bench-scale)
+    -p iq720-tests -p iq720-bot -p iq720-operator \
+    --bin iq720-localnode --bin iq720-testproc --bin iq720-bot --bin iq720-operator \
+    --bin iq720-bench-scale)
 fi
 for b in iq720-operator iq720-bot iq720-localnode iq720-bench-scale; do
   [[ -x $REL/$b ]] || die "$REL/$b is missing (run without IQ720_BENCH_NO_BUILD)"
