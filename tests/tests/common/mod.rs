@@ -51,7 +51,7 @@ pub fn target_dir() -> PathBuf {
 /// The binaries the local node runs, built by one cargo invocation, the same one as
 /// `build_cluster_binaries` in tests/scripts/lib.sh (a build of another package set
 /// resolves features differently and compiles the shared dependencies again).
-const CLUSTER_BUILD: [&str; 12] = [
+const CLUSTER_BUILD: &[&str] = &[
     "-p",
     "iq720-tests",
     "-p",
