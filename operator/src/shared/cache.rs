@@ -243,10 +243,19 @@ pub fn slim_pod(pod: &mut Pod) {
     let Some(spec) = pod.spec.as_mut() else {
         return;
     };
+    let node_name = spec.node_name.take();
+    slim_pod_spec(spec, false);
+    spec.node_name = node_name;
+}
+
+/// Keeps of a pod spec its containers' and init containers' name, image and args (and
+/// resources when `resources`): all that readers of a cached pod or pod template use.
+fn slim_pod_spec(spec: &mut k8s_openapi::api::core::v1::PodSpec, resources: bool) {
     let slim = |c: &k8s_openapi::api::core::v1::Container| k8s_openapi::api::core::v1::Container {
         name: c.name.clone(),
         image: c.image.clone(),
         args: c.args.clone(),
+        resources: if resources { c.resources.clone() } else { None },
         ..Default::default()
     };
     let containers = spec.containers.iter().map(slim).collect();
@@ -257,7 +266,6 @@ pub fn slim_pod(pod: &mut Pod) {
     *spec = k8s_openapi::api::core::v1::PodSpec {
         containers,
         init_containers,
-        node_name: spec.node_name.take(),
         ..Default::default()
     };
 }
@@ -275,24 +283,8 @@ pub fn slim_stateful_set(sts: &mut StatefulSet) {
     let Some(spec) = sts.spec.as_mut() else {
         return;
     };
-    let slim = |c: &k8s_openapi::api::core::v1::Container| k8s_openapi::api::core::v1::Container {
-        name: c.name.clone(),
-        image: c.image.clone(),
-        args: c.args.clone(),
-        resources: c.resources.clone(),
-        ..Default::default()
-    };
     if let Some(pod) = spec.template.spec.as_mut() {
-        let containers = pod.containers.iter().map(slim).collect();
-        let init_containers = pod
-            .init_containers
-            .as_ref()
-            .map(|cs| cs.iter().map(slim).collect());
-        *pod = k8s_openapi::api::core::v1::PodSpec {
-            containers,
-            init_containers,
-            ..Default::default()
-        };
+        slim_pod_spec(pod, true);
     }
 }
 
