@@ -16,6 +16,7 @@ pub mod indicators;
 pub mod logging;
 pub mod maintenance;
 pub mod metrics;
+pub mod report;
 pub mod restore_s3;
 pub mod risk;
 pub mod runner;

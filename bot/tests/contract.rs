@@ -14,6 +14,7 @@ use iq720_contract::api::{
     PerformanceResponse, ResumeResponse, StatusResponse, StrategyPatch,
 };
 use iq720_contract::config::Config;
+use iq720_contract::report::{PerformanceReport, ReportPeriod};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -99,6 +100,45 @@ fn real_answers_decode_into_the_contract_types() {
     assert!(perf.all_time.trades >= 1);
     assert!((0.0..=1.0).contains(&perf.all_time.win_rate));
     assert!(perf.today.is_some() && perf.last_7_days.is_some() && perf.pnl_percent.is_some());
+
+    // GET /report: the contract's document, and its figures are the trade history's
+    let report: PerformanceReport =
+        decode("GET /report", &bot.get_json("/api/v1/report?period=weekly"));
+    assert_eq!(report.period, ReportPeriod::Weekly);
+    let ms = |t: &str| t.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+    let (from, to) = (ms(&report.from), ms(&report.to));
+    assert_eq!(to - from, ReportPeriod::Weekly.length_ms());
+    let trades = bot.get_json("/api/v1/trades?limit=10000");
+    let closed: Vec<&Value> = trades["trades"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| {
+            t["closeTimestamp"]
+                .as_i64()
+                .is_some_and(|c| c >= from && c < to)
+        })
+        .collect();
+    assert!(report.trades >= 1, "{report:?}");
+    assert_eq!(report.trades as usize, closed.len(), "{report:?}");
+    let pnl: f64 = closed
+        .iter()
+        .map(|t| t["closeProfitAbs"].as_f64().unwrap())
+        .sum();
+    assert!((report.pnl - pnl).abs() < 1e-9, "{} vs {pnl}", report.pnl);
+    let wins = closed
+        .iter()
+        .filter(|t| t["closeProfitAbs"].as_f64().unwrap() > 0.0)
+        .count();
+    assert_eq!(report.wins as usize, wins);
+    let text = bot.req("GET", "/api/v1/report?period=weekly&format=text", None);
+    assert_eq!(text.status, 200);
+    assert!(
+        text.text().contains("IQ-720 weekly performance report")
+            && text.text().contains(&format!("{} closed", report.trades)),
+        "{}",
+        text.text()
+    );
 
     // GET /config: the hot part the operator reads, and the whole document as the
     // contract's (strict) configuration type

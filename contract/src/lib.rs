@@ -15,13 +15,16 @@
 //! - [`risk`]: the bounds of the risk limits;
 //! - [`config`]: the bot configuration document (what the operator renders into the
 //!   ConfigMap and the bot parses) and its validation;
-//! - [`api`]: the request and response bodies of the bot API the operator uses.
+//! - [`api`]: the request and response bodies of the bot API the operator uses;
+//! - [`report`]: the performance report: periods, the request annotation, the document
+//!   and its text.
 
 pub mod api;
 pub mod config;
 pub mod duration;
 pub mod maintenance;
 pub mod problem;
+pub mod report;
 pub mod risk;
 pub mod strategy;
 

@@ -721,6 +721,49 @@ pub struct TradingBotStatus {
     /// `spec.exchange.credentialsSecretRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exchange_credentials: Option<ExchangeCredentialsStatus>,
+    /// The performance report asked for last with the annotation
+    /// `trading.iq720.io/report` (value `daily`, `weekly` or `monthly`, optionally
+    /// followed by `-` and any text to ask again): whether it is ready and where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<ReportStatus>,
+}
+
+/// A performance report asked for with the annotation `trading.iq720.io/report`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportStatus {
+    /// The annotation value this status answers (each distinct value is one request).
+    #[schemars(length(max = 253))]
+    pub request: String,
+    /// `Ready`: the report is in the ConfigMap; `Waiting`: the bot's API does not answer
+    /// yet (a stopped or starting bot), it is made once it does; `Failed`: the bot
+    /// refused it or it could not be stored, retried at the next reconcile; `Invalid`:
+    /// the value names no period, nothing is retried until it changes.
+    pub result: ReportResult,
+    /// What happened, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub message: Option<String>,
+    /// The ConfigMap holding the reports (`<bot>-report`): key `<period>.json` for
+    /// programs and `<period>.txt` for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<String>,
+    /// When the report was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_at: Option<Time>,
+}
+
+/// Outcome of a report request.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ReportResult {
+    /// The report is stored in the ConfigMap.
+    Ready,
+    /// Made once the bot's API answers.
+    Waiting,
+    /// Making or storing it failed; retried at the next reconcile.
+    Failed,
+    /// The value names no period; nothing is retried until it changes.
+    Invalid,
 }
 
 /// The exchange credentials in use by the bot. The bot re-reads the mounted Secret

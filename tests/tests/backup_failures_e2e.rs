@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::Operator;
@@ -19,9 +18,6 @@ use iq720_tests::{
     PrivateMinio, ThrottledRelay, get_object, list_keys, multipart_uploads, poll_until, put_object,
     repo_root, s3_bucket, s3_client,
 };
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::Api;
-use kube::api::ListParams;
 use serde_json::json;
 use support::*;
 
@@ -70,26 +66,6 @@ mod support {
 
     pub async fn shared_schedule(e: &Env, name: &str, cron: &str, extra: &str) {
         apply_cluster_schedule(e, name, cron, Some("UTC"), &prefix(e), SECRET, extra).await;
-    }
-
-    /// The host path of a bot's trade database (its PVC's hostPath volume on the
-    /// local node).
-    pub async fn bot_db(e: &Env, bot: &str) -> PathBuf {
-        let pvcs: Api<PersistentVolumeClaim> =
-            Api::namespaced(e.cluster.client.clone(), e.ns.name());
-        let pvs: Api<PersistentVolume> = Api::all(e.cluster.client.clone());
-        let pvc = pvcs
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .find(|p| p.metadata.name.as_deref().is_some_and(|n| n.contains(bot)))
-            .expect("the bot's PVC");
-        let volume = pvc.spec.unwrap().volume_name.expect("bound PVC");
-        let pv = pvs.get(&volume).await.unwrap();
-        let dir = pv.spec.unwrap().host_path.expect("hostPath PV").path;
-        PathBuf::from(dir).join("trades.db")
     }
 
     /// Grows the bot's database (its own schema) to `bytes` with synthetic closed

@@ -687,19 +687,6 @@ async fn cleanup_archives(e: &Env) {
     delete_prefix(e, &archive_prefix(e)).await;
 }
 
-/// The bot's database file: the host directory of its data PV.
-async fn bot_db(e: &Env, bot: &str) -> std::path::PathBuf {
-    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-    let claims = Api::<PersistentVolumeClaim>::namespaced(e.cluster.client.clone(), e.ns.name());
-    let claim = claims.get(&format!("data-{bot}-0")).await.unwrap();
-    let pv_name = claim.spec.unwrap().volume_name.unwrap();
-    let pv = Api::<PersistentVolume>::all(e.cluster.client.clone())
-        .get(&pv_name)
-        .await
-        .unwrap();
-    std::path::PathBuf::from(pv.spec.unwrap().host_path.unwrap().path).join("trades.db")
-}
-
 /// The bot pod's log directory: its `logs` emptyDir on the local node.
 async fn bot_log_dir(e: &Env, bot: &str) -> std::path::PathBuf {
     let uid = pod_uid(e, bot).await;

@@ -218,6 +218,7 @@ pub fn router(bot: AppState) -> Router {
         .route("/positions", get(positions))
         .route("/trades", get(trades))
         .route("/performance", get(performance))
+        .route("/report", get(report))
         .route("/config", get(get_config).patch(patch_config))
         .route("/trading/pause", post(pause))
         .route("/trading/resume", post(resume))

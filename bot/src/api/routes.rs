@@ -10,6 +10,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use iq720_contract::maintenance::HEADER_ARCHIVE_SHA256;
+use iq720_contract::report::ReportPeriod;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -275,6 +276,52 @@ pub async fn performance(State(bot): State<AppState>) -> Result<Json<Value>, Api
     })
     .await?;
     Ok(Json(v))
+}
+
+/// `GET /api/v1/report?period=daily|weekly|monthly[&end=TIME][&format=json|text]`: the
+/// performance report over the rolling period that ends at `end` (now by default),
+/// computed from the trade history (see [`crate::report`]). `format=text` answers the
+/// text the operator stores in the report ConfigMap.
+pub async fn report(
+    State(bot): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = parse_query(q, &["period", "end", "format"])?;
+    let period = q
+        .get("period")
+        .ok_or_else(|| ApiError::bad_request("`period` is required: daily, weekly or monthly"))
+        .and_then(|p| ReportPeriod::parse(p).map_err(|e| ApiError::bad_request(e.to_string())))?;
+    let end = q.get("end").map(|v| parse_time("end", v)).transpose()?;
+    let text = match q.get("format").map(String::as_str) {
+        None | Some("json") => false,
+        Some("text") => true,
+        Some(_) => return Err(ApiError::bad_request("`format` must be json or text")),
+    };
+    let report = blocking(&bot, move |b| {
+        let live = {
+            let core = b.lock()?;
+            let e = &core.engine;
+            crate::report::Live {
+                bot: Some(core.config.name.clone()).filter(|n| !n.is_empty()),
+                stake_currency: core.config.stake_currency.clone(),
+                starting_balance: e.starting_balance(),
+                equity: e.equity(),
+                open_positions: e.open_count() as u64,
+                now_ms: wall_ms(),
+            }
+        };
+        let conn = b.store.reader()?;
+        Ok(crate::report::gather(&conn, period, end, &live)?)
+    })
+    .await?;
+    if text {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            report.render_text(),
+        )
+            .into_response());
+    }
+    Ok(Json(report).into_response())
 }
 
 /// `GET /api/v1/config`.

@@ -19,6 +19,7 @@ use iq720_contract::api::{
     CloseAllResponse, ConfigResponse, ErrorResponse, PauseResponse, PerformanceResponse,
     ResumeResponse, SecurityResponse, StatusResponse,
 };
+use iq720_contract::report::{PerformanceReport, ReportPeriod};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -247,6 +248,18 @@ impl BotApi {
     /// `GET /api/v1/performance`.
     pub async fn performance(&self, ep: &BotEndpoint) -> Result<PerformanceResponse, BotApiError> {
         self.request::<Value, _>(ep, Method::GET, "/api/v1/performance", None, None)
+            .await
+    }
+
+    /// `GET /api/v1/report?period=P`: the performance report over the period that ends
+    /// now, computed by the bot from its trade history.
+    pub async fn report(
+        &self,
+        ep: &BotEndpoint,
+        period: ReportPeriod,
+    ) -> Result<PerformanceReport, BotApiError> {
+        let path = format!("/api/v1/report?period={period}");
+        self.request::<Value, _>(ep, Method::GET, &path, None, None)
             .await
     }
 

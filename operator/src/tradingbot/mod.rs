@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod keys;
 pub mod notify_test;
 pub mod pipeline;
+pub mod report;
 pub mod restore;
 pub mod rollout;
 pub mod status;

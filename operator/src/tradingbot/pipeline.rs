@@ -4,7 +4,8 @@
 //! else) → validate ([`super::validate`]) → one step of a version rollout before the
 //! build ([`super::rollout::prepare`]: which version the template gets, halt entries)
 //! → build ([`super::build`], pure) → apply ([`super::apply`]) → converse with the bot
-//! ([`super::converse`]) → one step of an API token rotation ([`super::keys`]) → the
+//! ([`super::converse`]) → one step of an API token rotation ([`super::keys`]) → a
+//! performance report when one is asked for ([`super::report`]) → the
 //! rollout's health gate ([`super::rollout::finish`]) → status ([`super::status`], one
 //! write, only on change).
 //!
@@ -423,6 +424,7 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner, fleet: &Fleet) -> R
                 Some(why) => pod_failing(ctx, bot, &mut st, why).await,
                 None => converse::starting(&mut st, "the bot pod is not ready yet", generation),
             }
+            super::report::step(ctx, bot, owner, None, &mut st).await;
             let (next, later) = super::rollout::finish(ctx, bot, &mut st, None, stuck).await;
             announce.merge(later);
             let written = status::write(ctx, bot, st).await?;
@@ -431,6 +433,7 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner, fleet: &Fleet) -> R
         }
         PodLookup::Missing => {
             converse::starting(&mut st, "the bot pod is not running yet", generation);
+            super::report::step(ctx, bot, owner, None, &mut st).await;
             let (next, later) = super::rollout::finish(ctx, bot, &mut st, None, None).await;
             announce.merge(later);
             let written = status::write(ctx, bot, st).await?;
@@ -475,6 +478,8 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner, fleet: &Fleet) -> R
             requeue = requeue.min(
                 super::credentials::step(ctx, &current, report.security.as_ref(), &mut st).await,
             );
+            // a performance report asked for with the annotation (see report.rs)
+            super::report::step(ctx, bot, owner, Some(&pod.endpoint), &mut st).await;
         }
         Err(Error::Bot(e)) => {
             debug!(bot = %owner.name, error = %e, "bot API call failed");
@@ -492,6 +497,7 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner, fleet: &Fleet) -> R
                 generation,
             );
             st.phase = Some(TradingBotPhase::Starting);
+            super::report::step(ctx, bot, owner, None, &mut st).await;
         }
         Err(e) => return Err(e),
     }

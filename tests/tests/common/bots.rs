@@ -272,3 +272,18 @@ pub async fn wait_deleted(e: &Env, name: &str, op: &Operator) {
     .await
     .unwrap_or_else(|err| panic!("{err}\n{}", op.log_text()));
 }
+
+/// The bot's database file: the host directory of its data PV (`data-<bot>-0`) on the
+/// local node.
+pub async fn bot_db(e: &Env, bot: &str) -> std::path::PathBuf {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let claims = Api::<PersistentVolumeClaim>::namespaced(e.cluster.client.clone(), e.ns.name());
+    let claim = claims.get(&format!("data-{bot}-0")).await.unwrap();
+    let pv_name = claim.spec.unwrap().volume_name.expect("bound PVC");
+    let pv = Api::<PersistentVolume>::all(e.cluster.client.clone())
+        .get(&pv_name)
+        .await
+        .unwrap();
+    let dir = pv.spec.unwrap().host_path.expect("hostPath PV").path;
+    std::path::PathBuf::from(dir).join("trades.db")
+}

@@ -25,6 +25,11 @@ pub fn config_map_name(bot: &str) -> String {
     format!("{bot}-config")
 }
 
+/// ConfigMap with the bot's performance reports (see `report_map`).
+pub fn report_map_name(bot: &str) -> String {
+    format!("{bot}-report")
+}
+
 /// Secret with the bot's API token.
 pub fn token_secret_name(bot: &str) -> String {
     crate::botlink::BotRef::new("", bot).token_secret_name()

@@ -5,6 +5,7 @@ pub mod bot_config;
 pub mod config_map;
 pub mod labels;
 pub mod network_policy;
+pub mod report_map;
 pub mod service;
 pub mod stateful_set;
 
