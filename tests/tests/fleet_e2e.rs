@@ -472,6 +472,105 @@ fn report(how: &str, v: &[Duration]) -> Duration {
     p99
 }
 
+/// What the machine, the operator and the apiserver spent during a stop: to tell which
+/// one bounds it (printed beside the latencies).
+struct Spent {
+    started: Instant,
+    machine: (u64, u64),
+    operator: u64,
+    commands: HashMap<String, u64>,
+    writes: iq720_tests::harness::apiserver_metrics::WriteCounts,
+}
+
+/// (busy, total) jiffies of all CPUs, from /proc/stat.
+fn machine_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = cpu.iter().sum();
+    let idle = cpu.get(3).copied().unwrap_or(0) + cpu.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// utime + stime of every process, summed by command name (`/proc/<pid>/comm`).
+fn ticks_by_command() -> HashMap<String, u64> {
+    let mut by = HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        *by.entry(comm.trim().to_string()).or_default() += process_ticks(Some(pid));
+    }
+    by
+}
+
+/// utime + stime of a process, in clock ticks.
+fn process_ticks(pid: Option<u32>) -> u64 {
+    let Some(pid) = pid else { return 0 };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+impl Spent {
+    async fn start(e: &Env, op: &Operator) -> Self {
+        Spent {
+            writes: iq720_tests::harness::apiserver_metrics::apiserver_writes(&e.cluster.client)
+                .await
+                .unwrap_or_default(),
+            started: Instant::now(),
+            machine: machine_jiffies(),
+            operator: process_ticks(op.child.id()),
+            commands: ticks_by_command(),
+        }
+    }
+
+    async fn report(self, how: &str, e: &Env, op: &Operator) {
+        let wall = self.started.elapsed().as_secs_f64();
+        let (busy, total) = machine_jiffies();
+        let machine = (busy - self.machine.0) as f64 / (total - self.machine.1).max(1) as f64;
+        // clock ticks are 100 per second on Linux (USER_HZ)
+        let operator = (process_ticks(op.child.id()) - self.operator) as f64 / 100.0;
+        let after = iq720_tests::harness::apiserver_metrics::apiserver_writes(&e.cluster.client)
+            .await
+            .unwrap_or_default();
+        let grown = iq720_tests::harness::apiserver_metrics::grown(&self.writes, &after);
+        // CPU seconds by command (processes that ended in the window are not counted)
+        let mut spent: Vec<(String, f64)> = ticks_by_command()
+            .into_iter()
+            .map(|(c, t)| {
+                let before = self.commands.get(&c).copied().unwrap_or(0);
+                (c, t.saturating_sub(before) as f64 / 100.0)
+            })
+            .filter(|(_, s)| *s >= 0.1)
+            .collect();
+        spent.sort_by(|a, b| b.1.total_cmp(&a.1));
+        println!(
+            "BENCH fleet_stop {how} cpu_seconds: {}",
+            spent
+                .iter()
+                .map(|(c, s)| format!("{c}={s:.1}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        println!(
+            "BENCH fleet_stop {how} window={wall:.1}s machine_busy={:.0}% operator_cpu={operator:.1}s ({:.0}% of one core) apiserver writes: {}",
+            machine * 100.0,
+            operator / wall * 100.0,
+            iq720_tests::harness::apiserver_metrics::describe(&grown)
+        );
+    }
+}
+
 fn fleet_n() -> usize {
     std::env::var("IQ720_FLEET_N")
         .ok()
@@ -490,6 +589,7 @@ async fn bench_fleet_stop_p99_within_5s() {
     let op = Operator::start(&e.kubeconfig, e.ns.name(), "bench-spec", &[]).await;
     create_running(&e, &names, &op).await;
     let (seen, tasks) = watch_stops(&e);
+    let spent = Spent::start(&e, &op).await;
     let mut patched = HashMap::new();
     let api = bots(&e);
     for name in &names {
@@ -504,6 +604,7 @@ async fn bench_fleet_stop_p99_within_5s() {
     }
     let v = latencies(&seen, &patched, &op).await;
     let p99_spec = report("by=spec", &v);
+    spent.report("by=spec", &e, &op).await;
     tasks.iter().for_each(|t| t.abort());
     teardown(e).await;
     drop(op);
@@ -513,11 +614,13 @@ async fn bench_fleet_stop_p99_within_5s() {
     let op = Operator::start(&e.kubeconfig, e.ns.name(), "bench-ns", &[]).await;
     create_running(&e, &names, &op).await;
     let (seen, tasks) = watch_stops(&e);
+    let spent = Spent::start(&e, &op).await;
     let t0 = Instant::now();
     label_namespace(&e, json!("true")).await;
     let patched: HashMap<String, Instant> = names.iter().map(|n| (n.clone(), t0)).collect();
     let v = latencies(&seen, &patched, &op).await;
     let p99_ns = report("by=namespace", &v);
+    spent.report("by=namespace", &e, &op).await;
     tasks.iter().for_each(|t| t.abort());
     teardown(e).await;
     drop(op);
