@@ -386,20 +386,34 @@ async fn reconcile_template(
 /// touches only `spec.replicas`. A StatefulSet that does not exist or is not the bot's
 /// is left alone.
 pub async fn scale_to_zero(ctx: &Context, owner: &Owner) -> Result<(), kube::Error> {
+    scale_down(ctx, owner, false).await
+}
+
+/// [`scale_to_zero`] for a bot whose stop completed before: a StatefulSet the cache
+/// shows at zero replicas is left as it is without a read. Someone scaling it up later
+/// is a change the watch delivers, and that reconcile scales it down again.
+pub async fn keep_at_zero(ctx: &Context, owner: &Owner) -> Result<(), kube::Error> {
+    scale_down(ctx, owner, true).await
+}
+
+async fn scale_down(ctx: &Context, owner: &Owner, trust_zero: bool) -> Result<(), kube::Error> {
     let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let name = super::build::labels::workload_name(&owner.name);
     // The cache may only save the read when it says "ours and running": a lagging
-    // cache must never make this emergency path skip the scale-down, so "already at
-    // zero" or "not there" is confirmed by a fresh read.
+    // cache must never make the stop itself skip the scale-down, so "already at
+    // zero" or "not there" is confirmed by a fresh read (unless `trust_zero`).
     let cached = ctx
         .cache
         .stores()
         .and_then(|s| lookup(&s.statefulsets, &owner.namespace, &name))
-        .filter(|s| {
-            is_controlled_by(s.as_ref(), &owner.reference.uid)
-                && s.spec.as_ref().and_then(|s| s.replicas) != Some(0)
-        });
-    if cached.is_none() {
+        .filter(|s| is_controlled_by(s.as_ref(), &owner.reference.uid));
+    let cached_zero = cached
+        .as_ref()
+        .is_some_and(|s| s.spec.as_ref().and_then(|s| s.replicas) == Some(0));
+    if trust_zero && cached_zero {
+        return Ok(());
+    }
+    if cached.is_none() || cached_zero {
         let Some(existing) = api.get_opt(&name).await? else {
             return Ok(());
         };

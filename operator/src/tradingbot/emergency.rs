@@ -18,6 +18,8 @@
 //! one replica, starts halted (the halt is persisted in its database) and is resumed
 //! by [`super::converse`] once it answers.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use iq720_crds::trading_bot::{EmergencyStopStatus, TradingBotPhase};
@@ -27,6 +29,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::build::Owner;
@@ -269,10 +272,13 @@ pub async fn reconcile(
     owner: &Owner,
     problems: &[String],
     trigger: StopTrigger,
+    stops: &StopsRunning,
 ) -> Result<Action> {
     let started = Instant::now();
     let generation = bot.metadata.generation;
-    let events = OffPath::new(ctx, bot);
+    if bot.status.as_ref().map(stop_state) == Some(StopState::Completed) {
+        return keep_stopped(bot, ctx, owner, problems, trigger).await;
+    }
     // The watch cache can lag behind our own status writes: decide on a fresh read.
     let api: Api<TradingBot> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let fresh = api.get_status(&owner.name).await?;
@@ -289,6 +295,8 @@ pub async fn reconcile(
         status::write(ctx, &fresh, st).await?;
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
+    let _running = stops.enter();
+    let events = OffPath::new(ctx, bot, stops.clone());
     // The object the outcome is written over (its resourceVersion is the write's
     // precondition): the one our "started" write stored, else the fresh read.
     let mut base = fresh;
@@ -377,7 +385,93 @@ pub async fn reconcile(
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-/// The stop's Events, published in order by a task of their own, off the stop's path.
+/// A stop that completed before, as the watch's copy of the bot says: kept at zero
+/// replicas and its conditions attributed, from the cache alone (a status write only on
+/// change). Its own writes and the scale-down bring several such reconciles per stop,
+/// and with 100 bots stopped at once their reads competed with the stops still running.
+///
+/// Why the copy may decide here: a completed stop is only ever cleared by this
+/// operator's recovery (the normal pipeline, once no stop is wanted), so a copy that
+/// says "completed" is never ahead of the truth in a way that skips a close-all; when
+/// it lags and does not say so yet, the fresh read below decides as before.
+async fn keep_stopped(
+    bot: &TradingBot,
+    ctx: &Context,
+    owner: &Owner,
+    problems: &[String],
+    trigger: StopTrigger,
+) -> Result<Action> {
+    let generation = bot.metadata.generation;
+    apply::keep_at_zero(ctx, owner).await?;
+    let mut st = bot.status.clone().unwrap_or_default();
+    st.observed_generation = generation;
+    validate::report(&mut st, problems, generation);
+    st.phase = Some(TradingBotPhase::EmergencyStopped);
+    attribute(&mut st, trigger, &owner.namespace, generation);
+    status::write(ctx, bot, st).await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Longest time a stop's Event waits for the other stops to end.
+const EVENT_HOLD_MAX: Duration = Duration::from_secs(15);
+
+/// The emergency stops running now (one per controller, in [`super::fleet::Fleet`]), so
+/// that their Events wait until none runs.
+///
+/// Why: when a namespace's fleet switch stops 100 bots at once, their 300 Events (each
+/// an apiserver write, an etcd commit and maybe a webhook notification) competed with
+/// the stops themselves for the apiserver and the machine's cores, and every stop
+/// ended later for it. The Events are published once no stop runs, or after
+/// [`EVENT_HOLD_MAX`], whichever comes first; a stop's record is its status, written
+/// in line.
+#[derive(Clone, Default)]
+pub struct StopsRunning {
+    inner: Arc<(AtomicUsize, Notify)>,
+}
+
+/// One running stop; dropping it ends it.
+pub struct RunningStop(StopsRunning);
+
+impl StopsRunning {
+    /// Counts a stop as running until the returned guard is dropped.
+    pub fn enter(&self) -> RunningStop {
+        self.inner.0.fetch_add(1, Ordering::SeqCst);
+        RunningStop(self.clone())
+    }
+
+    /// Stops running now.
+    pub fn count(&self) -> usize {
+        self.inner.0.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no stop runs, at most `max`.
+    pub async fn quiet(&self, max: Duration) {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let notified = self.inner.1.notified();
+            tokio::pin!(notified);
+            // registered before the check, so a stop ending in between still wakes us
+            notified.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for RunningStop {
+    fn drop(&mut self) {
+        if self.0.inner.0.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.inner.1.notify_waiters();
+        }
+    }
+}
+
+/// The stop's Events, published in order by a task of their own, off the stop's path,
+/// once no stop runs ([`StopsRunning::quiet`]).
 ///
 /// Why: an Event is one apiserver request (plus a webhook notification); three per
 /// stop, awaited in line, made each stop of 100 bots stopped at once wait for 300
@@ -389,11 +483,12 @@ struct OffPath {
 impl OffPath {
     /// Starts the publishing task for `bot`'s Events; it ends when `self` is dropped
     /// and its queue is empty.
-    fn new(ctx: &Context, bot: &TradingBot) -> Self {
+    fn new(ctx: &Context, bot: &TradingBot, stops: StopsRunning) -> Self {
         let (queue, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let (ctx, bot) = (ctx.clone(), bot.clone());
         tokio::spawn(async move {
             while let Some((type_, reason, note)) = rx.recv().await {
+                stops.quiet(EVENT_HOLD_MAX).await;
                 ctx.event(&bot, type_, reason, "EmergencyStop", note).await;
             }
         });
@@ -426,6 +521,7 @@ pub async fn close_all_with_retry(
         last_known_open: last.open_positions,
         ever_ran: last.current_version.is_some(),
     };
+    let mut first_try = true;
     loop {
         // The cached token first: under foreground deletion the garbage collector may
         // already have deleted the token Secret while the bot still runs.
@@ -452,7 +548,17 @@ pub async fn close_all_with_retry(
                 }
             },
         };
-        let last_error = match endpoint::lookup(&ctx.client, target, &tok).await? {
+        // The first try goes to the pod the cache knows, when it knows one (the read
+        // saved is one of few on a stop's path; a stale address fails within the bot
+        // client's connect timeout and the retry reads the pod). A retry, "missing" and
+        // "no address" are always read fresh (the cache may lag behind a new pod).
+        let cached = first_try.then(|| cached_pod(ctx, target, &tok)).flatten();
+        first_try = false;
+        let found = match cached {
+            Some(found) => found,
+            None => endpoint::lookup(&ctx.client, target, &tok).await?,
+        };
+        let last_error = match found {
             PodLookup::Missing => return Ok(not_running()),
             PodLookup::NoAddress => "the bot pod has no address yet".to_string(),
             PodLookup::Found(pod) => {
@@ -484,12 +590,47 @@ pub async fn close_all_with_retry(
     }
 }
 
+/// The bot's pod as the cache has it, when the cache has one with an address.
+fn cached_pod(ctx: &Context, target: &BotRef, token: &str) -> Option<PodLookup> {
+    let stores = ctx.cache.stores()?;
+    let pod = crate::shared::cache::lookup(&stores.pods, &target.namespace, &target.pod_name())?;
+    match endpoint::from_cached(Some(&pod), token) {
+        found @ PodLookup::Found(_) => Some(found),
+        PodLookup::Missing | PodLookup::NoAddress => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn t() -> Time {
         Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    #[tokio::test]
+    async fn events_wait_until_no_stop_runs() {
+        let stops = StopsRunning::default();
+        // none running: at once
+        stops.quiet(Duration::from_secs(60)).await;
+        let (a, b) = (stops.enter(), stops.enter());
+        assert_eq!(stops.count(), 2);
+        let quiet = stops.quiet(Duration::from_secs(60));
+        tokio::pin!(quiet);
+        assert!(futures::poll!(quiet.as_mut()).is_pending());
+        drop(a);
+        assert!(
+            futures::poll!(quiet.as_mut()).is_pending(),
+            "one stop still runs"
+        );
+        drop(b);
+        assert!(futures::poll!(quiet.as_mut()).is_ready());
+        assert_eq!(stops.count(), 0);
+        // a stop that never ends holds them at most `max`
+        let _stuck = stops.enter();
+        let held = Instant::now();
+        stops.quiet(Duration::from_millis(50)).await;
+        assert!(held.elapsed() >= Duration::from_millis(50));
     }
 
     #[test]

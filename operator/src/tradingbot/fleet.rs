@@ -39,6 +39,7 @@ use kube::{Client, ResourceExt};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::decide::{self, FleetSwitch};
+use super::emergency::StopsRunning;
 
 pub use super::decide::FLEET_LABEL;
 
@@ -69,6 +70,8 @@ pub struct Fleet {
     routine: Arc<Semaphore>,
     /// Woken whenever a stop (spec or namespace) is seen by a watch.
     stop_seen: Arc<Notify>,
+    /// The emergency stops running now (their Events wait until none runs).
+    pub stops: StopsRunning,
 }
 
 /// What a routine reconcile got from [`Fleet::routine_permit`].
@@ -106,6 +109,7 @@ impl Fleet {
             bots,
             routine: Arc::new(Semaphore::new(slots)),
             stop_seen: Arc::new(Notify::new()),
+            stops: StopsRunning::default(),
         }
     }
 

@@ -65,7 +65,7 @@ pub async fn reconcile(
     super::notify_test::handle(ctx, bot).await;
     match decide::plan(bot, switch, &problems) {
         Plan::EmergencyStop(trigger) => {
-            emergency::reconcile(bot, ctx, &owner, &problems, trigger).await
+            emergency::reconcile(bot, ctx, &owner, &problems, trigger, &fleet.stops).await
         }
         Plan::FleetUnknown => match unreadable {
             Some(e) => {

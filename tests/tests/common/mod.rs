@@ -68,11 +68,15 @@ const CLUSTER_BUILD: &[&str] = &[
     "iq720-operator",
 ];
 
-/// Builds (if needed) and returns the path of a workspace binary.
+/// Builds (if needed) and returns the path of a workspace binary: the debug build, or
+/// the release build when `IQ720_TEST_PROFILE=release` (benchmarks that report release
+/// figures, e.g. `bench_fleet_stop` at N=100).
 pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     let shared = CLUSTER_BUILD.contains(&bin);
+    let release = std::env::var("IQ720_TEST_PROFILE").is_ok_and(|p| p == "release");
     let status = Command::new(env!("CARGO"))
         .args(["build", "--quiet", "--locked"])
+        .args(release.then_some("--release"))
         .args(if shared {
             CLUSTER_BUILD.to_vec()
         } else {
@@ -82,7 +86,9 @@ pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
         .status()
         .expect("cargo build");
     assert!(status.success(), "cargo build -p {package} failed");
-    let path = target_dir().join("debug").join(bin);
+    let path = target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join(bin);
     assert!(path.exists(), "{} missing", path.display());
     path
 }
