@@ -463,8 +463,9 @@ fn report(how: &str, v: &[Duration]) -> Duration {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let p99 = percentile(v, 99.0);
     println!(
-        "BENCH fleet_stop {how} n={} p50={:.0}ms p99={:.0}ms max={:.0}ms",
+        "BENCH fleet_stop {how} n={} min={:.0}ms p50={:.0}ms p99={:.0}ms max={:.0}ms",
         v.len(),
+        ms(v[0]),
         ms(percentile(v, 50.0)),
         ms(p99),
         ms(*v.last().unwrap())
@@ -626,6 +627,11 @@ async fn bench_fleet_stop_p99_within_5s() {
     let spent = Spent::start(&e, &op).await;
     let t0 = Instant::now();
     label_namespace(&e, json!("true")).await;
+    println!(
+        "BENCH fleet_stop by=namespace label patched in {} ms (at {})",
+        t0.elapsed().as_millis(),
+        jiff::Timestamp::now()
+    );
     let patched: HashMap<String, Instant> = names.iter().map(|n| (n.clone(), t0)).collect();
     let v = latencies(&seen, &patched, &op).await;
     let p99_ns = report("by=namespace", &v);

@@ -252,6 +252,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         if let Ok(ns) = ns
             && fleet::switch_on(ns.labels())
         {
+            debug!(namespace = %ns.name_any(), "the namespace's fleet emergency stop is on");
             seen.stop_seen();
         }
     });
