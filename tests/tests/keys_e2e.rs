@@ -95,14 +95,7 @@ async fn wait_answer(addr: &str, token: &str, want: u16, what: &str) {
 }
 
 async fn annotate(e: &Env, bot: &str, value: &str) {
-    bots(e)
-        .patch(
-            bot,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {ROTATE: value}}})),
-        )
-        .await
-        .unwrap();
+    annotate_bot(e, bot, ROTATE, value).await;
 }
 
 fn api_keys(b: &TradingBot) -> Option<&iq720_crds::trading_bot::ApiKeysStatus> {

@@ -24,8 +24,7 @@ use iq720_crds::TradingBot;
 use iq720_crds::trading_bot::{ReportResult, TradingBotPhase};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const DAY: i64 = 86_400_000;
 /// A pair the bot does not trade, so these figures are exactly the seeded ones.
@@ -63,14 +62,7 @@ fn seed(db: &std::path::Path) {
 }
 
 async fn annotate(e: &Env, name: &str, value: &str) {
-    bots(e)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {REPORT_ANNOTATION: value}}})),
-        )
-        .await
-        .unwrap();
+    annotate_bot(e, name, REPORT_ANNOTATION, value).await;
 }
 
 fn report_result(b: &TradingBot, request: &str) -> Option<ReportResult> {

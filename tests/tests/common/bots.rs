@@ -287,3 +287,15 @@ pub async fn bot_db(e: &Env, bot: &str) -> std::path::PathBuf {
     let dir = pv.spec.unwrap().host_path.expect("hostPath PV").path;
     std::path::PathBuf::from(dir).join("trades.db")
 }
+
+/// Sets one annotation on a TradingBot (merge patch).
+pub async fn annotate_bot(e: &Env, name: &str, key: &str, value: &str) {
+    bots(e)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+        )
+        .await
+        .unwrap();
+}
