@@ -65,9 +65,9 @@ pub fn compute(frame: &Frame, trades: &[ClosedTrade]) -> PerformanceReport {
     ordered.sort_by_key(|t| (t.close_ms, t.id));
     let count = ordered.len() as u64;
     let wins = ordered.iter().filter(|t| t.pnl > 0.0).count() as u64;
-    let pnl: f64 = ordered.iter().map(|t| t.pnl).sum();
-    let gross_profit: f64 = ordered.iter().map(|t| t.pnl).filter(|p| *p > 0.0).sum();
-    let gross_loss: f64 = ordered.iter().map(|t| t.pnl).filter(|p| *p <= 0.0).sum();
+    let pnl = sum(ordered.iter().map(|t| t.pnl));
+    let gross_profit = sum(ordered.iter().map(|t| t.pnl).filter(|p| *p > 0.0));
+    let gross_loss = sum(ordered.iter().map(|t| t.pnl).filter(|p| *p <= 0.0));
     let has_loss = ordered.iter().any(|t| t.pnl < 0.0);
     let per_trade = |v: f64| if count > 0 { v / count as f64 } else { 0.0 };
     let trade_ref = |t: &&ClosedTrade| TradeRef {
@@ -102,14 +102,11 @@ pub fn compute(frame: &Frame, trades: &[ClosedTrade]) -> PerformanceReport {
         gross_profit,
         gross_loss,
         profit_factor: has_loss.then(|| gross_profit / gross_loss.abs()),
-        fees: ordered.iter().map(|t| t.fees).sum(),
+        fees: sum(ordered.iter().map(|t| t.fees)),
         average_pnl: per_trade(pnl),
-        average_holding_seconds: per_trade(
-            ordered
-                .iter()
-                .map(|t| (t.close_ms - t.open_ms) as f64 / 1000.0)
-                .sum(),
-        ),
+        average_holding_seconds: per_trade(sum(ordered
+            .iter()
+            .map(|t| (t.close_ms - t.open_ms) as f64 / 1000.0))),
         best_trade: ordered
             .iter()
             .max_by(|a, b| a.pnl.total_cmp(&b.pnl))
@@ -137,6 +134,12 @@ pub fn compute(frame: &Frame, trades: &[ClosedTrade]) -> PerformanceReport {
             .or_default() += 1;
     }
     report
+}
+
+/// A sum that starts at +0.0: `Iterator::sum` of no floats is -0.0, which a report
+/// would show as "-0.00".
+fn sum(values: impl Iterator<Item = f64>) -> f64 {
+    values.fold(0.0, |a, b| a + b)
 }
 
 /// Trades closed in `[from_ms, to_ms)`.
@@ -327,8 +330,18 @@ mod tests {
         );
         assert_eq!((r.max_drawdown, r.profit_factor), (0.0, None));
         assert!(r.best_trade.is_none() && r.pairs.is_empty());
+        assert!(r.pnl.is_sign_positive() && r.gross_profit.is_sign_positive());
         let r = compute(&frame(), &[trade(1, "A/B", NOW - DAY, 0.0, "roi")]);
         assert_eq!((r.wins, r.losses, r.profit_factor), (0, 1, None));
+        // only losses: no profit, and it is +0, not -0 ("-0.00" in the text)
+        let r = compute(&frame(), &[trade(1, "A/B", NOW - DAY, -1.0, "roi")]);
+        assert_eq!(r.profit_factor, Some(0.0));
+        assert!(r.profit_factor.is_some_and(f64::is_sign_positive));
+        assert!(
+            r.render_text().contains("profit factor 0.00"),
+            "{}",
+            r.render_text()
+        );
     }
 
     #[test]
