@@ -61,8 +61,25 @@ fn seed(db: &std::path::Path) {
     }
 }
 
-async fn annotate(e: &Env, name: &str, value: &str) {
-    annotate_bot(e, name, REPORT_ANNOTATION, value).await;
+/// Asks for a report with `request` and waits until `status.report` answers it with
+/// `result`.
+async fn ask(
+    e: &Env,
+    name: &str,
+    request: &str,
+    result: ReportResult,
+    op: &Operator,
+) -> TradingBot {
+    annotate_bot(e, name, REPORT_ANNOTATION, request).await;
+    let wanted = request.to_string();
+    wait_bot(
+        e,
+        name,
+        &format!("status.report {result:?} for {request}"),
+        move |b| report_result(b, &wanted) == Some(result),
+        op,
+    )
+    .await
 }
 
 fn report_result(b: &TradingBot, request: &str) -> Option<ReportResult> {
@@ -165,15 +182,7 @@ async fn report_annotation_stores_the_bots_figures_in_a_configmap_once_per_reque
     seed(&bot_db(&e, name).await);
 
     // weekly: the two trades closed 2 days ago, not those of 10 and 40 days ago
-    annotate(&e, name, "weekly").await;
-    let b = wait_bot(
-        &e,
-        name,
-        "status.report Ready for weekly",
-        |b| report_result(b, "weekly") == Some(ReportResult::Ready),
-        &op,
-    )
-    .await;
+    let b = ask(&e, name, "weekly", ReportResult::Ready, &op).await;
     let st = b.status.as_ref().unwrap().report.clone().unwrap();
     assert_eq!(st.config_map.as_deref(), Some("rep-report"));
     assert!(st.generated_at.is_some());
@@ -205,15 +214,7 @@ async fn report_annotation_stores_the_bots_figures_in_a_configmap_once_per_reque
     );
 
     // monthly: adds its keys, the weekly ones stay
-    annotate(&e, name, "monthly-1").await;
-    wait_bot(
-        &e,
-        name,
-        "status.report Ready for monthly-1",
-        |b| report_result(b, "monthly-1") == Some(ReportResult::Ready),
-        &op,
-    )
-    .await;
+    ask(&e, name, "monthly-1", ReportResult::Ready, &op).await;
     let map = report_map(&e, name).await;
     let monthly: PerformanceReport = serde_json::from_str(&stored(&map, "monthly.json")).unwrap();
     let xrp = &monthly.pairs[PAIR];
@@ -228,15 +229,7 @@ async fn report_annotation_stores_the_bots_figures_in_a_configmap_once_per_reque
     let version = map.metadata.resource_version.clone();
 
     // a value that names no period: Invalid, a Warning, nothing written
-    annotate(&e, name, "fortnightly").await;
-    let b = wait_bot(
-        &e,
-        name,
-        "status.report Invalid for fortnightly",
-        |b| report_result(b, "fortnightly") == Some(ReportResult::Invalid),
-        &op,
-    )
-    .await;
+    let b = ask(&e, name, "fortnightly", ReportResult::Invalid, &op).await;
     let message = b.status.unwrap().report.unwrap().message.unwrap();
     assert!(message.contains("daily, weekly or monthly"), "{message}");
     wait_events(&e, name, &["ReportRequestInvalid"]).await;

@@ -277,23 +277,28 @@ pub async fn reconcile(
     let started = Instant::now();
     let generation = bot.metadata.generation;
     if bot.status.as_ref().map(stop_state) == Some(StopState::Completed) {
-        return keep_stopped(bot, ctx, owner, problems, trigger).await;
+        // See `keep_stopped`: the watch's copy may decide here.
+        let st = stop_status(bot, problems, generation);
+        return keep_stopped(ctx, owner, bot, st, trigger, generation, Cached::Trusted).await;
     }
     // The watch cache can lag behind our own status writes: decide on a fresh read.
     let api: Api<TradingBot> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let fresh = api.get_status(&owner.name).await?;
-    let mut st = fresh.status.clone().unwrap_or_default();
-    st.observed_generation = generation;
-    validate::report(&mut st, problems, generation);
+    let mut st = stop_status(&fresh, problems, generation);
 
     let state = stop_state(&st);
     if state == StopState::Completed {
         // Keep it stopped (someone may have scaled the StatefulSet up by hand).
-        apply::scale_to_zero(ctx, owner).await?;
-        st.phase = Some(TradingBotPhase::EmergencyStopped);
-        attribute(&mut st, trigger, &owner.namespace, generation);
-        status::write(ctx, &fresh, st).await?;
-        return Ok(Action::requeue(Duration::from_secs(300)));
+        return keep_stopped(
+            ctx,
+            owner,
+            &fresh,
+            st,
+            trigger,
+            generation,
+            Cached::Confirmed,
+        )
+        .await;
     }
     let _running = stops.enter();
     let events = OffPath::new(ctx, bot, stops.clone());
@@ -385,30 +390,52 @@ pub async fn reconcile(
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-/// A stop that completed before, as the watch's copy of the bot says: kept at zero
-/// replicas and its conditions attributed, from the cache alone (a status write only on
-/// change). Its own writes and the scale-down bring several such reconciles per stop,
-/// and with 100 bots stopped at once their reads competed with the stops still running.
-///
-/// Why the copy may decide here: a completed stop is only ever cleared by this
-/// operator's recovery (the normal pipeline, once no stop is wanted), so a copy that
-/// says "completed" is never ahead of the truth in a way that skips a close-all; when
-/// it lags and does not say so yet, the fresh read below decides as before.
-async fn keep_stopped(
-    bot: &TradingBot,
-    ctx: &Context,
-    owner: &Owner,
+/// The status a stop starts from: `base`'s, for `generation`, with the spec's problems.
+fn stop_status(
+    base: &TradingBot,
     problems: &[String],
-    trigger: StopTrigger,
-) -> Result<Action> {
-    let generation = bot.metadata.generation;
-    apply::keep_at_zero(ctx, owner).await?;
-    let mut st = bot.status.clone().unwrap_or_default();
+    generation: Option<i64>,
+) -> TradingBotStatus {
+    let mut st = base.status.clone().unwrap_or_default();
     st.observed_generation = generation;
     validate::report(&mut st, problems, generation);
+    st
+}
+
+/// Where "already at zero replicas" may come from when a completed stop is kept.
+enum Cached {
+    /// The StatefulSet cache may say so (the watch's copy of the bot said "completed").
+    Trusted,
+    /// Only a fresh read may say so (see [`apply::scale_to_zero`]).
+    Confirmed,
+}
+
+/// A stop that completed before: kept at zero replicas and its conditions attributed,
+/// the status written over `base` only on change.
+///
+/// When the watch's copy of the bot already says "completed", this runs from the
+/// cache alone ([`Cached::Trusted`]): its own writes and the scale-down bring several
+/// such reconciles per stop, and with 100 bots stopped at once their reads competed
+/// with the stops still running. Why the copy may decide: a completed stop is only
+/// ever cleared by this operator's recovery (the normal pipeline, once no stop is
+/// wanted), so a copy that says "completed" is never ahead of the truth in a way that
+/// skips a close-all; when it lags and does not say so yet, the fresh read decides.
+async fn keep_stopped(
+    ctx: &Context,
+    owner: &Owner,
+    base: &TradingBot,
+    mut st: TradingBotStatus,
+    trigger: StopTrigger,
+    generation: Option<i64>,
+    zero: Cached,
+) -> Result<Action> {
+    match zero {
+        Cached::Trusted => apply::keep_at_zero(ctx, owner).await?,
+        Cached::Confirmed => apply::scale_to_zero(ctx, owner).await?,
+    }
     st.phase = Some(TradingBotPhase::EmergencyStopped);
     attribute(&mut st, trigger, &owner.namespace, generation);
-    status::write(ctx, bot, st).await?;
+    status::write(ctx, base, st).await?;
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
