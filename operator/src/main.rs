@@ -11,6 +11,14 @@ use iq720_operator::cli::{self, Command};
 use iq720_operator::manager::{self, ManagerError};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc instead of glibc's malloc: the operator allocates and frees many small
+/// objects from two worker threads (watch events, reconciles), and glibc kept a third
+/// of its anonymous memory as freed-but-held heap. Measured with the same release
+/// binary on 200 paused bots, 80 s after start: RSS 53.2 MiB with glibc, 42.4 MiB with
+/// jemalloc (anonymous 35.5 -> 23.3 MiB); see README "Scale".
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     // kube and aws-sdk-s3 both use rustls; with two crypto providers compiled in,
     // rustls cannot pick one by itself, so the process chooses ring once.

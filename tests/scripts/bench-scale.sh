@@ -57,6 +57,10 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 finish() {
   local status=$?
+  # The operator's log stays with the report: with the cache's debug lines it says
+  # why each owned object was applied (the idle-write figure's evidence).
+  [[ -s $RUN/logs/operator.log ]] && mkdir -p "$BENCH_OUT" &&
+    gzip -c "$RUN/logs/operator.log" >"$BENCH_OUT/operator-N$N.log.gz"
   if [[ ${IQ720_BENCH_KEEP:-0} == 1 ]]; then
     log "bench-scale: cluster kept running: source $RUN/env"
     exit "$status"
@@ -137,7 +141,10 @@ kubectl --kubeconfig "$OPCFG" config set-credentials admin --token="$TOKEN" >/de
 # The operator with its defaults (poll every 10 s, figures to the status at most every
 # 60 s, 32 concurrent reconciles); one replica, so no leader-election Lease writes.
 PORT=$(free_ports 1)
-POD_NAMESPACE=$OPNS setsid "$REL/iq720-operator" run --kubeconfig "$OPCFG" \
+# RUST_LOG: the cache's debug lines say why an owned object is applied (one line per
+# apply, none while nothing changes).
+POD_NAMESPACE=$OPNS RUST_LOG=${RUST_LOG:-info,iq720_operator::shared::cache=debug} \
+  setsid "$REL/iq720-operator" run --kubeconfig "$OPCFG" \
   --namespace "$NS" --metrics-address "127.0.0.1:$PORT" \
   >"$RUN/logs/operator.log" 2>&1 </dev/null &
 echo $! >"$RUN/pids/operator.pid"

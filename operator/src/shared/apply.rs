@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::cache::{AppliedMemory, content_hash};
+use super::cache::{AppliedMemory, bytes_hash};
 
 /// Why an apply did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -130,16 +130,20 @@ where
     {
         return Err(ApplyError::NotOwned { kind, name });
     }
-    let mut value = serde_json::to_value(obj).map_err(|source| ApplyError::Serde {
+    let serde_err = |source| ApplyError::Serde {
         kind: kind.clone(),
         source,
-    })?;
-    value["apiVersion"] = json!(K::api_version(&()));
-    value["kind"] = json!(K::kind(&()));
-    let hash = content_hash(&value);
+    };
+    // The hash is taken of the serialised bytes (no JSON tree is built for an apply
+    // that is skipped, which is nearly every one: this runs at every poll of every bot).
+    let bytes = serde_json::to_vec(obj).map_err(serde_err)?;
+    let hash = bytes_hash(&bytes);
     if memory.unchanged::<K>(existing.as_ref(), &ns, &name, &hash) {
         return Ok(false);
     }
+    let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(serde_err)?;
+    value["apiVersion"] = json!(K::api_version(&()));
+    value["kind"] = json!(K::kind(&()));
     let params = PatchParams::apply(field_manager).force();
     let stored = api
         .patch(&name, &params, &Patch::Apply(&value))

@@ -162,7 +162,9 @@ where
         writer,
         watcher(api, config)
             .default_backoff()
-            .modify(|o: &mut PartialObjectMeta<K>| o.managed_fields_mut().clear()),
+            .modify(|o: &mut PartialObjectMeta<K>| {
+                crate::shared::cache::slim_meta(&mut o.metadata);
+            }),
     )
     .touched_objects();
     (store, stream)
