@@ -149,7 +149,7 @@ where
         .patch(&name, &params, &Patch::Apply(&value))
         .await
         .map_err(kube_err)?;
-    memory.record(&stored, &hash);
+    memory.record(&stored, existing.as_ref(), &hash);
     Ok(true)
 }
 

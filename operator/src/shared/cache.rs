@@ -147,8 +147,28 @@ struct Applied {
     hash: String,
     generation: Option<i64>,
     resource_version: Option<String>,
+    /// The object as the cache showed it when this process applied (generation,
+    /// resourceVersion): a cache still showing that has not caught up with the apply.
+    before: Option<(Option<i64>, Option<String>)>,
     /// uid of the object's controller owner, so a deleted owner's entries can go.
     owner: Option<String>,
+}
+
+impl Applied {
+    /// Whether the cached object is the one this process last applied, or the one it
+    /// applied over (the cache has not caught up with the apply yet).
+    fn matches(&self, cached: &kube::api::ObjectMeta) -> bool {
+        let same =
+            |generation: Option<i64>, rv: &Option<String>| match (generation, cached.generation) {
+                (Some(a), Some(b)) => a == b,
+                _ => rv.is_some() && *rv == cached.resource_version,
+            };
+        same(self.generation, &self.resource_version)
+            || self
+                .before
+                .as_ref()
+                .is_some_and(|(generation, rv)| same(*generation, rv))
+    }
 }
 
 /// The content hash of a desired object (its JSON).
@@ -183,7 +203,14 @@ impl AppliedMemory {
     /// Whether applying `hash` to the object can be skipped: this process applied the
     /// same content last, and the cached object has not changed since (same generation
     /// where the kind has one, else same resourceVersion). When it cannot, a debug log
-    /// says why (the 1,000-bot bench found ConfigMap applies while idle; see README).
+    /// says why.
+    ///
+    /// A cache that still shows the object as it was before this process's last apply
+    /// is *behind*, not changed by someone else (anyone else's write makes a new
+    /// resourceVersion, which is neither). Why this matters: at 1,000 bots on two
+    /// cores the apiserver closed the operator's ConfigMap watch as unresponsive, the
+    /// store lagged for minutes behind the operator's own applies, and every poll
+    /// re-applied the bot's ConfigMap (2,212 no-op applies in an idle 10 minutes).
     pub fn unchanged<K: Resource<DynamicType = ()>>(
         &self,
         cached: Option<&kube::api::ObjectMeta>,
@@ -207,16 +234,17 @@ impl AppliedMemory {
         if prev.hash != hash {
             return why("the desired content changed");
         }
-        let meta = cached;
-        let same = match (prev.generation, meta.generation) {
-            (Some(a), Some(b)) => a == b,
-            _ => prev.resource_version.is_some() && prev.resource_version == meta.resource_version,
-        };
-        same || why("the cached object differs from the one last applied")
+        prev.matches(cached) || why("the cached object differs from the one last applied")
     }
 
-    /// Records an apply of `hash` answered by the apiserver with `stored`.
-    pub fn record<K: Resource<DynamicType = ()>>(&self, stored: &K, hash: &str) {
+    /// Records an apply of `hash` answered by the apiserver with `stored`; `before`
+    /// is the object as the cache showed it when the apply was decided (`None`: new).
+    pub fn record<K: Resource<DynamicType = ()>>(
+        &self,
+        stored: &K,
+        before: Option<&kube::api::ObjectMeta>,
+        hash: &str,
+    ) {
         let meta = stored.meta();
         let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
             return;
@@ -228,6 +256,7 @@ impl AppliedMemory {
                     hash: hash.to_string(),
                     generation: meta.generation,
                     resource_version: meta.resource_version.clone(),
+                    before: before.map(|b| (b.generation, b.resource_version.clone())),
                     owner: meta
                         .owner_references
                         .iter()
@@ -408,7 +437,7 @@ mod tests {
             !m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", "h"),
             "never applied"
         );
-        m.record(&cm("1"), "h");
+        m.record(&cm("1"), None, "h");
         assert!(m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", "h"));
         assert!(
             !m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", "h2"),
@@ -423,7 +452,7 @@ mod tests {
             "deleted"
         );
         // StatefulSets: the status changes the resourceVersion, not the generation
-        m.record(&sts(3, "10"), "s");
+        m.record(&sts(3, "10"), None, "s");
         assert!(m.unchanged::<StatefulSet>(Some(&sts(3, "11").metadata), "ns", "b", "s"));
         assert!(!m.unchanged::<StatefulSet>(Some(&sts(4, "12").metadata), "ns", "b", "s"));
         m.forget_owner("uid-other");
@@ -434,6 +463,31 @@ mod tests {
         m.forget_owner("uid-b");
         assert!(!m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", "h"));
         assert!(!m.unchanged::<StatefulSet>(Some(&sts(3, "11").metadata), "ns", "b", "s"));
+    }
+
+    #[test]
+    fn a_cache_behind_the_own_apply_is_not_a_change() {
+        let m = AppliedMemory::default();
+        // The cache showed rv 5; this process applied new content, answered with rv 6.
+        m.record(&cm("6"), Some(&cm("5").metadata), "h");
+        assert!(
+            m.unchanged::<ConfigMap>(Some(&cm("5").metadata), "ns", "b-config", "h"),
+            "the watch has not delivered the own apply yet"
+        );
+        assert!(m.unchanged::<ConfigMap>(Some(&cm("6").metadata), "ns", "b-config", "h"));
+        assert!(
+            !m.unchanged::<ConfigMap>(Some(&cm("7").metadata), "ns", "b-config", "h"),
+            "someone else's write"
+        );
+        assert!(
+            !m.unchanged::<ConfigMap>(Some(&cm("5").metadata), "ns", "b-config", "h2"),
+            "new desired content"
+        );
+        // StatefulSets by generation: the one applied over, or the one applied.
+        m.record(&sts(4, "20"), Some(&sts(3, "19").metadata), "s");
+        assert!(m.unchanged::<StatefulSet>(Some(&sts(3, "19").metadata), "ns", "b", "s"));
+        assert!(m.unchanged::<StatefulSet>(Some(&sts(4, "21").metadata), "ns", "b", "s"));
+        assert!(!m.unchanged::<StatefulSet>(Some(&sts(5, "22").metadata), "ns", "b", "s"));
     }
 
     #[test]

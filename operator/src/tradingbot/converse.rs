@@ -56,14 +56,19 @@ impl Pause {
 }
 
 /// Sets the bot's pause to `wanted`; returns whether it changed anything.
+/// `known_paused`: the bot's pause as read a moment ago in the same reconcile (`None`
+/// reads it).
 pub async fn sync_pause(
     ctx: &Context,
     bot: &TradingBot,
     ep: &BotEndpoint,
     wanted: &Pause,
+    known_paused: Option<bool>,
 ) -> Result<bool> {
-    let status = ctx.bots.status(ep).await?;
-    let paused_now = status.paused;
+    let paused_now = match known_paused {
+        Some(paused) => paused,
+        None => ctx.bots.status(ep).await?.paused,
+    };
     if paused_now == wanted.paused {
         return Ok(false);
     }
@@ -98,10 +103,15 @@ pub async fn converse(
     st: &mut TradingBotStatus,
 ) -> Result<BotReport> {
     let generation = bot.metadata.generation;
+    // One status read serves the whole conversation unless it changes the bot (a
+    // resume, a hot reload, a pause): at every poll of every bot, each saved request
+    // is operator and bot CPU (`make bench-scale`).
+    let mut changed = false;
     let status_json = ctx.bots.status(ep).await?;
     let halted = status_json.halted;
     let reason = status_json.halt_reason.as_deref();
     if halted && should_resume(bot.spec.emergency_stop, reason) {
+        changed = true;
         ctx.bots.resume(ep).await?;
         let lifted = st.emergency_stop.is_some();
         st.emergency_stop = None;
@@ -136,6 +146,7 @@ pub async fn converse(
     }
     let reported = ctx.bots.config(ep).await?;
     if let Some(patch) = build::bot_config::hot_diff(&hot, &reported) {
+        changed = true;
         match ctx.bots.patch_config(ep, &patch).await {
             Ok(_) => {
                 ctx.metrics
@@ -169,8 +180,13 @@ pub async fn converse(
             }
         }
     }
-    sync_pause(ctx, bot, ep, pause).await?;
-    let status_json = ctx.bots.status(ep).await?;
+    let known_paused = (!changed).then_some(status_json.paused);
+    changed |= sync_pause(ctx, bot, ep, pause, known_paused).await?;
+    let status_json = if changed {
+        ctx.bots.status(ep).await?
+    } else {
+        status_json
+    };
     let performance = ctx.bots.performance(ep).await?;
     let security = audit(ctx, bot, ep, st).await;
     Ok(BotReport {

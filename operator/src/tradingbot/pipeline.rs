@@ -243,7 +243,7 @@ async fn invalid(
         && let Some(pod) = endpoint::lookup(&ctx.client, &target, &tok).await?.found()
         && pod.ready
         && !pod.terminating
-        && let Err(e) = converse::sync_pause(ctx, bot, &pod.endpoint, &pause).await
+        && let Err(e) = converse::sync_pause(ctx, bot, &pod.endpoint, &pause, None).await
     {
         warn!(bot = %owner.name, error = %e, "cannot set pause on a bot with an invalid spec");
     }

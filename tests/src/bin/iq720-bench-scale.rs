@@ -545,7 +545,7 @@ async fn bench(args: Args) -> Fallible<()> {
     let settle_deadline = t_pause + Duration::from_secs(args.converge_timeout);
     let mut last: Vec<Option<String>> = Vec::new();
     let mut same_since = Instant::now();
-    let mut halted_bots = 0;
+    let mut halted_bots: usize;
     let settled = loop {
         let items = bots.list(&lp).await?.items;
         let paused = items.iter().filter(|b| paused_settled(b)).count();

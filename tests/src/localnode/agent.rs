@@ -83,6 +83,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<()> 
         .map_err(|e| NodeError::io("kubelet listener", e))?
         .port();
     let state_dir_for_ips = state_dir.clone();
+    let objects = Some(super::objects::WatchedObjects::start(&client, &shutdown));
     let ctx = Arc::new(AgentContext {
         client,
         node_name: opts.node_name.clone(),
@@ -93,6 +94,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> Result<()> 
         ips: Mutex::new(IpPool::new(super::ipam::octet_for(&state_dir_for_ips))),
         kubelet_port,
         started: k8s_openapi::jiff::Timestamp::now(),
+        objects,
     });
     let kubelet_api = match super::kubelet_api::ensure_certificate(
         &ctx.state_dir.join("kubelet"),

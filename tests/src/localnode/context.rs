@@ -31,6 +31,8 @@ pub struct AgentContext {
     pub kubelet_port: u16,
     /// When the agent started (the node conditions' last transition).
     pub started: k8s_openapi::jiff::Timestamp,
+    /// Every ConfigMap and Secret, watched (`None`: read each with a GET).
+    pub objects: Option<super::objects::WatchedObjects>,
 }
 
 /// What every container task of one pod shares.

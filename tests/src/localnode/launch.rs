@@ -171,7 +171,11 @@ pub async fn prepare(shared: &PodShared, container: &Container) -> Result<Prepar
     if let Some(kc) = service_account_kubeconfig(shared, &mounts, &ns, &container.name)? {
         env.set("KUBECONFIG", kc.to_string_lossy());
     }
-    let mut objects = ObjectCache::new(shared.agent.client.clone(), &ns);
+    let mut objects = ObjectCache::new(
+        shared.agent.client.clone(),
+        &ns,
+        shared.agent.objects.as_ref(),
+    );
     resolve_container_env(
         &mut env,
         &pod,

@@ -211,6 +211,7 @@ async fn run(
                         pod_ip: &ip,
                         node: &agent.capacity,
                         pod_dir: &pod_dir,
+                        watched: agent.objects.as_ref(),
                     };
                     match volumes.sync(&inputs).await {
                         Ok(()) => {
@@ -332,6 +333,7 @@ async fn run(
                         pod_ip: &ip,
                         node: &agent.capacity,
                         pod_dir: &pod_dir,
+                        watched: agent.objects.as_ref(),
                     };
                     if let Err(e) = volumes.sync(&inputs).await {
                         tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "volume resync failed");

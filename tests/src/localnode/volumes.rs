@@ -17,7 +17,7 @@ use kube::{Api, Client};
 use super::atomic_writer::{FileEntry, Payload, write_payload};
 use super::downward::{NodeCapacity, field_value, resource_value};
 use super::error::{NodeError, Result};
-use super::objects::ObjectCache;
+use super::objects::{ObjectCache, WatchedObjects};
 
 const DEFAULT_MODE: u32 = 0o644;
 const DEFAULT_TOKEN_SECONDS: i64 = 3607;
@@ -34,6 +34,8 @@ pub struct VolumeInputs<'a> {
     pub node: &'a NodeCapacity,
     /// Directory of this pod (volumes go under `<pod_dir>/volumes`).
     pub pod_dir: &'a Path,
+    /// The agent's watched ConfigMaps and Secrets.
+    pub watched: Option<&'a WatchedObjects>,
 }
 
 struct CachedToken {
@@ -63,7 +65,7 @@ impl PodVolumes {
     /// only when their content changed.
     pub async fn sync(&mut self, inp: &VolumeInputs<'_>) -> Result<()> {
         let ns = inp.pod.metadata.namespace.clone().unwrap_or_default();
-        let mut objects = ObjectCache::new(inp.client.clone(), &ns);
+        let mut objects = ObjectCache::new(inp.client.clone(), &ns, inp.watched);
         let volumes = inp
             .pod
             .spec
