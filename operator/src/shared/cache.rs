@@ -357,6 +357,56 @@ pub fn slim_meta(meta: &mut kube::api::ObjectMeta) {
     meta.labels = None;
 }
 
+/// Per object, the hash of a desired state last confirmed in a live process and when,
+/// so that a check that found nothing to do is not repeated at every poll.
+#[derive(Clone, Default)]
+pub struct ConfirmedMemory {
+    inner: Arc<Mutex<HashMap<(String, String), Confirmed>>>,
+}
+
+/// A confirmed hash and when it was confirmed.
+type Confirmed = (String, std::time::Instant);
+
+impl ConfirmedMemory {
+    /// Whether `hash` must be checked again for the object: it was never confirmed,
+    /// a different hash was, the confirmation is older than `interval`, or the live
+    /// process is younger than the confirmation (`uptime`; unknown: always check).
+    pub fn due(
+        &self,
+        namespace: &str,
+        name: &str,
+        hash: &str,
+        uptime: Option<std::time::Duration>,
+        interval: std::time::Duration,
+    ) -> bool {
+        let Ok(map) = self.inner.lock() else {
+            return true;
+        };
+        let Some((confirmed, at)) = map.get(&(namespace.to_string(), name.to_string())) else {
+            return true;
+        };
+        let age = at.elapsed();
+        confirmed != hash || age >= interval || uptime.is_none_or(|u| u <= age)
+    }
+
+    /// Records that `hash` was confirmed now.
+    pub fn confirm(&self, namespace: &str, name: &str, hash: &str) {
+        if let Ok(mut map) = self.inner.lock() {
+            map.insert(
+                (namespace.to_string(), name.to_string()),
+                (hash.to_string(), std::time::Instant::now()),
+            );
+        }
+    }
+
+    /// Forgets an object (deleted).
+    pub fn forget(&self, namespace: &str, name: &str) {
+        if let Ok(mut map) = self.inner.lock() {
+            map.remove(&(namespace.to_string(), name.to_string()));
+        }
+    }
+}
+
 /// Bot API tokens by namespace/name, read once from their Secrets.
 #[derive(Clone, Default)]
 pub struct TokenCache {
@@ -577,6 +627,26 @@ mod tests {
             content_hash(&serde_json::json!({"a": 1})),
             bytes_hash(br#"{"a":1}"#)
         );
+    }
+
+    #[test]
+    fn a_confirmation_holds_for_its_hash_interval_and_process() {
+        use std::time::Duration;
+        let m = ConfirmedMemory::default();
+        let hour = Duration::from_secs(3600);
+        let up = Some(hour);
+        assert!(m.due("ns", "b", "h", up, hour), "never confirmed");
+        m.confirm("ns", "b", "h");
+        assert!(!m.due("ns", "b", "h", up, hour));
+        assert!(m.due("ns", "b", "h2", up, hour), "another desired state");
+        assert!(m.due("ns", "b", "h", up, Duration::ZERO), "interval over");
+        assert!(
+            m.due("ns", "b", "h", Some(Duration::ZERO), hour),
+            "restarted since"
+        );
+        assert!(m.due("ns", "b", "h", None, hour), "uptime unknown");
+        m.forget("ns", "b");
+        assert!(m.due("ns", "b", "h", up, hour));
     }
 
     #[test]

@@ -11,7 +11,9 @@ use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tracing::warn;
 
-use super::cache::{AppliedMemory, BotStore, ObjectCache, TokenCache, WindowStore};
+use super::cache::{
+    AppliedMemory, BotStore, ConfirmedMemory, ObjectCache, TokenCache, WindowStore,
+};
 use super::metrics::Metrics;
 use super::notify::{self, Notification, Notifier};
 use crate::botlink::client::BotApi;
@@ -90,6 +92,9 @@ pub struct Context {
     pub applied: AppliedMemory,
     /// Bots' API tokens, read once from their Secrets.
     pub tokens: TokenCache,
+    /// Hot configuration last confirmed in each running bot (its drift check runs at
+    /// most every `status_figures_interval` while nothing changes).
+    pub hot_confirmed: ConfirmedMemory,
     /// MaintenanceWindows, for the gate of disruptive operations.
     pub windows: WindowStore,
     /// TradingBots, for the controllers that read bots they do not reconcile.
@@ -132,6 +137,7 @@ impl Context {
             cache: ObjectCache::default(),
             applied: AppliedMemory::default(),
             tokens: TokenCache::default(),
+            hot_confirmed: ConfirmedMemory::default(),
             windows: WindowStore::default(),
             tradingbots: BotStore::default(),
             status_written: Arc::new(Mutex::new(HashMap::new())),

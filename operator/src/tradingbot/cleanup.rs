@@ -91,6 +91,7 @@ pub async fn cleanup(bot: &TradingBot, ctx: &Context) -> Result<Action> {
     ctx.record_phase(&owner.namespace, &owner.name, None);
     ctx.applied.forget_owner(&owner.reference.uid);
     ctx.tokens.forget(&owner.namespace, &owner.name);
+    ctx.hot_confirmed.forget(&owner.namespace, &owner.name);
     super::keys::forget_due(ctx, &target);
     ctx.status_written(
         &format!("{}/{}/{}", super::CONTROLLER, owner.namespace, owner.name),

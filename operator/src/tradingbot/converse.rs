@@ -28,6 +28,7 @@ use super::error::Result;
 use super::status::{BotReport, condition, set_condition};
 use crate::botlink::CLOSE_ALL_HALT_REASON;
 use crate::botlink::client::BotEndpoint;
+use crate::shared::cache::bytes_hash;
 use crate::shared::context::Context;
 
 /// Whether a bot reporting `halted` should be resumed for a spec without an emergency
@@ -140,12 +141,34 @@ pub async fn converse(
         info!(bot = %bot.name_any(), "resumed a bot halted by close-all");
     }
     // Hot-reloadable configuration (pause is compared with the engine's live state).
+    // Checked when the desired part changed, the bot process restarted, or at most
+    // every `status_figures_interval` otherwise (drift by a direct API call is
+    // corrected within that): one bot API read fewer per poll.
     let mut hot = desired.config.hot.clone();
     if let Some(obj) = hot.as_object_mut() {
         obj.remove("paused");
     }
-    let reported = ctx.bots.config(ep).await?;
-    if let Some(patch) = build::bot_config::hot_diff(&hot, &reported) {
+    let (ns, name) = (bot.namespace().unwrap_or_default(), bot.name_any());
+    let hot_hash = bytes_hash(hot.to_string().as_bytes());
+    let uptime = status_json
+        .uptime_seconds
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok());
+    let interval = ctx.settings.status_figures_interval;
+    let check = ctx
+        .hot_confirmed
+        .due(&ns, &name, &hot_hash, uptime, interval);
+    let reported = if check {
+        Some(ctx.bots.config(ep).await?)
+    } else {
+        None
+    };
+    let patch = reported
+        .as_ref()
+        .and_then(|r| build::bot_config::hot_diff(&hot, r));
+    if reported.is_some() && patch.is_none() {
+        ctx.hot_confirmed.confirm(&ns, &name, &hot_hash);
+    }
+    if let Some(patch) = patch {
         changed = true;
         match ctx.bots.patch_config(ep, &patch).await {
             Ok(_) => {

@@ -86,12 +86,16 @@ async fn reconcile(
     };
     let _measure = ctx.metrics.count_and_measure(CONTROLLER);
     let api: Api<TradingBot> = Api::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, FINALIZER, bot, |event| async {
+    // Boxed: the controller's concurrency is unbounded, so when the operator is behind
+    // every bot can have a task here waiting for its permit, and a task is as large as
+    // its future: unboxed, each would hold the whole pipeline's state machine while it
+    // waits; boxed, the pipeline's state is allocated once the permit is held.
+    Box::pin(finalizer(&api, FINALIZER, bot, |event| async {
         match event {
             Finalizer::Apply(bot) => pipeline::reconcile(&bot, &ctx, &fleet, switch).await,
             Finalizer::Cleanup(bot) => cleanup::cleanup(&bot, &ctx).await,
         }
-    })
+    }))
     .await
     .map_err(|e| match e {
         kube::runtime::finalizer::Error::ApplyFailed(inner)

@@ -3,7 +3,8 @@
 //! It registers a Node (InternalIP 127.0.0.1, Hostname `localhost`, kubelet v1.34.4),
 //! renews its Lease in `kube-node-lease` and its status every 10 s, creates the default
 //! StorageClass `local-dir` and provisions hostPath PVs for it under
-//! `<state>/volumes/pvc-<uid>` (deleted with their directory when released), and runs
+//! `<state>/volumes/pvc-<uid>` (deleted with their directory when released; the claim
+//! is bound by the provisioner, see [`storage`]), and runs
 //! the containers of the pods bound to it as local processes. The contract with the
 //! cluster scripts is in `tests/scripts/README.md`.
 //!
@@ -24,7 +25,8 @@
 //! - **Volumes**: configMap, secret, downwardAPI, projected (incl. the default
 //!   kube-api-access token via TokenRequest), emptyDir, hostPath and PVCs become
 //!   directories under `<state>/pods/<uid>/volumes/` (PVCs: the PV's hostPath).
-//!   Generated volumes are re-synced every 3 s and swapped atomically (`..data`
+//!   Generated volumes are re-synced every 3 s from watched ConfigMaps and Secrets
+//!   ([`objects`]) and swapped atomically (`..data`
 //!   symlink, like the kubelet), with `defaultMode`/`items[].mode`.
 //!   They reach the process two ways: (1) when the agent runs as root with `unshare`
 //!   (checked once; `IQ720_LOCALNODE_MOUNT_NAMESPACES=0` disables it), each container
