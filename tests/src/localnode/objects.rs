@@ -95,6 +95,29 @@ impl WatchedObjects {
     }
 }
 
+/// An object from the watch when it has it, else read from the apiserver (`None`: it
+/// does not exist).
+async fn watched_or_read<K>(
+    watched: Option<&Watched<K>>,
+    api: &Api<K>,
+    ns: &str,
+    name: &str,
+) -> Result<Option<K>>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    match watched.and_then(|w| w.get(ns, name)) {
+        Some(found) => Ok(Some((*found).clone())),
+        None => Ok(api.get_opt(name).await?),
+    }
+}
+
 /// Fetches ConfigMaps and Secrets of one namespace, each at most once.
 pub struct ObjectCache {
     ns: String,
@@ -121,15 +144,8 @@ impl ObjectCache {
     /// The data (and binaryData) of a ConfigMap; `None` if it does not exist.
     pub async fn configmap(&mut self, name: &str) -> Result<Option<&BTreeMap<String, Vec<u8>>>> {
         if !self.cm.contains_key(name) {
-            let from_store = self
-                .watched
-                .as_ref()
-                .and_then(|w| w.configmaps.get(&self.ns, name))
-                .map(|cm| (*cm).clone());
-            let found = match from_store {
-                Some(cm) => Some(cm),
-                None => self.configmaps.get_opt(name).await?,
-            };
+            let watched = self.watched.as_ref().map(|w| &w.configmaps);
+            let found = watched_or_read(watched, &self.configmaps, &self.ns, name).await?;
             let data = found.map(|cm| {
                 let mut out: BTreeMap<String, Vec<u8>> = cm
                     .data
@@ -153,15 +169,8 @@ impl ObjectCache {
     /// The data (and stringData) of a Secret; `None` if it does not exist.
     pub async fn secret(&mut self, name: &str) -> Result<Option<&BTreeMap<String, Vec<u8>>>> {
         if !self.sec.contains_key(name) {
-            let from_store = self
-                .watched
-                .as_ref()
-                .and_then(|w| w.secrets.get(&self.ns, name))
-                .map(|s| (*s).clone());
-            let found = match from_store {
-                Some(s) => Some(s),
-                None => self.secrets.get_opt(name).await?,
-            };
+            let watched = self.watched.as_ref().map(|w| &w.secrets);
+            let found = watched_or_read(watched, &self.secrets, &self.ns, name).await?;
             let data = found.map(|s| {
                 let mut out: BTreeMap<String, Vec<u8>> = s
                     .data
