@@ -8,8 +8,9 @@
 //! was provisioned after 391 s but claims were bound at under one per second. So, as
 //! a user pre-binding a claim would, the provisioner sets the claim's `volumeName`
 //! (allowed once on a claim) and the `bind-completed` annotation the scheduler reads,
-//! right after creating the volume with its `claimRef`; the binder then only fills in
-//! the phases. Claims are provisioned [`PARALLEL`] at a time.
+//! once its own watch has seen the volume it created with the claim's `claimRef`; the
+//! binder then only fills in the phases. Claims are provisioned and bound [`PARALLEL`]
+//! at a time.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -149,23 +150,51 @@ async fn provision(ctx: &AgentContext, pvc: &PersistentVolumeClaim) -> Result<()
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => return Err(e.into()),
     }
-    bind_claim(ctx, pvc, &pv_name).await
+    Ok(())
 }
 
-/// Binds the claim to the volume made for it (see the module documentation). The
-/// volume already names the claim by uid, so this is the binding the PV binder would
-/// make; a claim bound meanwhile (to this volume: nothing else names it) is left alone.
-async fn bind_claim(ctx: &AgentContext, pvc: &PersistentVolumeClaim, pv_name: &str) -> Result<()> {
-    let (Some(ns), Some(name)) = (
-        pvc.metadata.namespace.as_deref(),
-        pvc.metadata.name.as_deref(),
-    ) else {
+/// The claim a volume of ours waits to be bound to: (namespace, name, uid), while the
+/// volume is not bound yet (phase `Pending` or `Available`).
+fn claim_to_bind(pv: &PersistentVolume) -> Option<(String, String, String)> {
+    let ours = pv
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PROVISIONED_BY))
+        .map(String::as_str)
+        == Some(PROVISIONER);
+    let unbound = pv
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_none_or(|p| p == "Pending" || p == "Available");
+    if !ours || !unbound || pv.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let claim = pv.spec.as_ref()?.claim_ref.as_ref()?;
+    Some((
+        claim.namespace.clone()?,
+        claim.name.clone()?,
+        claim.uid.clone()?,
+    ))
+}
+
+/// Binds the claim to the volume made for it (see the module documentation), once
+/// the agent's own watch has seen the volume: binding right after the create let
+/// kube-controller-manager see the claim's `volumeName` before its informer had the
+/// volume, and it reported the claim `Lost` for a moment. The volume already names the
+/// claim by uid, so this is the binding the PV binder would make; a claim bound
+/// meanwhile (to this volume: nothing else names it) is left alone.
+async fn bind_claim(ctx: &AgentContext, pv: &PersistentVolume) -> Result<()> {
+    let Some((ns, name, uid)) = claim_to_bind(pv) else {
         return Ok(());
     };
+    let pv_name = pv.metadata.name.clone().unwrap_or_default();
+    let (ns, name) = (ns.as_str(), name.as_str());
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
     let patch = serde_json::json!({
         "metadata": {
-            "uid": pvc.metadata.uid,
+            "uid": uid,
             "annotations": { BIND_COMPLETED: "yes" },
         },
         "spec": { "volumeName": pv_name },
@@ -252,6 +281,19 @@ pub async fn provisioner_loop(ctx: Arc<AgentContext>, shutdown: CancellationToke
             },
             ev = pvs.next() => match ev {
                 Some(Ok(Event::Apply(pv) | Event::InitApply(pv))) => {
+                    if claim_to_bind(&pv).is_some() {
+                        let Ok(slot) = slots.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let ctx = ctx.clone();
+                        let pv = pv.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = bind_claim(&ctx, &pv).await {
+                                tracing::warn!(error = %e, pv = ?pv.metadata.name, "binding failed");
+                            }
+                            drop(slot);
+                        });
+                    }
                     if let Err(e) = reclaim(&ctx, &pv).await {
                         tracing::warn!(error = %e, pv = ?pv.metadata.name, "reclaim failed");
                     }
