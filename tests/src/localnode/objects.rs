@@ -77,6 +77,20 @@ where
         Self { store, ready }
     }
 
+    /// An object from `watched` when it has it, else read from the apiserver
+    /// (`None`: it does not exist).
+    async fn or_read(
+        watched: Option<&Self>,
+        api: &Api<K>,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<K>> {
+        match watched.and_then(|w| w.get(ns, name)) {
+            Some(found) => Ok(Some((*found).clone())),
+            None => Ok(api.get_opt(name).await?),
+        }
+    }
+
     fn get(&self, ns: &str, name: &str) -> Option<Arc<K>> {
         if !self.ready.load(Ordering::SeqCst) {
             return None;
@@ -92,29 +106,6 @@ impl WatchedObjects {
             configmaps: Watched::start(Api::all(client.clone()), shutdown.clone()),
             secrets: Watched::start(Api::all(client.clone()), shutdown.clone()),
         }
-    }
-}
-
-/// An object from the watch when it has it, else read from the apiserver (`None`: it
-/// does not exist).
-async fn watched_or_read<K>(
-    watched: Option<&Watched<K>>,
-    api: &Api<K>,
-    ns: &str,
-    name: &str,
-) -> Result<Option<K>>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    match watched.and_then(|w| w.get(ns, name)) {
-        Some(found) => Ok(Some((*found).clone())),
-        None => Ok(api.get_opt(name).await?),
     }
 }
 
@@ -145,7 +136,7 @@ impl ObjectCache {
     pub async fn configmap(&mut self, name: &str) -> Result<Option<&BTreeMap<String, Vec<u8>>>> {
         if !self.cm.contains_key(name) {
             let watched = self.watched.as_ref().map(|w| &w.configmaps);
-            let found = watched_or_read(watched, &self.configmaps, &self.ns, name).await?;
+            let found = Watched::or_read(watched, &self.configmaps, &self.ns, name).await?;
             let data = found.map(|cm| {
                 let mut out: BTreeMap<String, Vec<u8>> = cm
                     .data
@@ -170,7 +161,7 @@ impl ObjectCache {
     pub async fn secret(&mut self, name: &str) -> Result<Option<&BTreeMap<String, Vec<u8>>>> {
         if !self.sec.contains_key(name) {
             let watched = self.watched.as_ref().map(|w| &w.secrets);
-            let found = watched_or_read(watched, &self.secrets, &self.ns, name).await?;
+            let found = Watched::or_read(watched, &self.secrets, &self.ns, name).await?;
             let data = found.map(|s| {
                 let mut out: BTreeMap<String, Vec<u8>> = s
                     .data

@@ -153,16 +153,20 @@ async fn provision(ctx: &AgentContext, pvc: &PersistentVolumeClaim) -> Result<()
     Ok(())
 }
 
-/// The claim a volume of ours waits to be bound to: (namespace, name, uid), while the
-/// volume is not bound yet (phase `Pending` or `Available`).
-fn claim_to_bind(pv: &PersistentVolume) -> Option<(String, String, String)> {
-    let ours = pv
-        .metadata
+/// Whether this agent's provisioner made the volume.
+fn provisioned_by_us(pv: &PersistentVolume) -> bool {
+    pv.metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(PROVISIONED_BY))
         .map(String::as_str)
-        == Some(PROVISIONER);
+        == Some(PROVISIONER)
+}
+
+/// The claim a volume of ours waits to be bound to: (namespace, name, uid), while the
+/// volume is not bound yet (phase `Pending` or `Available`).
+fn claim_to_bind(pv: &PersistentVolume) -> Option<(String, String, String)> {
+    let ours = provisioned_by_us(pv);
     let unbound = pv
         .status
         .as_ref()
@@ -214,13 +218,7 @@ async fn bind_claim(ctx: &AgentContext, pv: &PersistentVolume) -> Result<()> {
 }
 
 async fn reclaim(ctx: &AgentContext, pv: &PersistentVolume) -> Result<()> {
-    let ours = pv
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(PROVISIONED_BY))
-        .map(String::as_str)
-        == Some(PROVISIONER);
+    let ours = provisioned_by_us(pv);
     let released = pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Released");
     let delete = pv
         .spec
