@@ -15,7 +15,9 @@ use tracing_subscriber::EnvFilter;
 /// objects from two worker threads (watch events, reconciles), and glibc kept a third
 /// of its anonymous memory as freed-but-held heap. Measured with the same release
 /// binary on 200 paused bots, 80 s after start: RSS 53.2 MiB with glibc, 42.4 MiB with
-/// jemalloc (anonymous 35.5 -> 23.3 MiB); see README "Scale".
+/// jemalloc (anonymous 35.5 -> 23.3 MiB); see README "Scale". Its run-time options
+/// (one arena, a background thread returning freed pages after a second) are compiled
+/// in from `.cargo/config.toml`.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

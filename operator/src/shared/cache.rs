@@ -5,7 +5,8 @@
 //! server-side apply PATCHes even when nothing had changed (about 34 no-op writes per
 //! bot per minute). Now:
 //! - [`ObjectCache`] holds reflector stores (filled by the controllers' own watches, so
-//!   no extra watch) that reads go to instead of the apiserver;
+//!   no extra watch) that reads go to instead of the apiserver; StatefulSets and Pods
+//!   are slimmed and kept [`Compact`] (typed metadata, the rest as JSON);
 //! - [`AppliedMemory`] remembers, per object, the hash of the content this process last
 //!   applied and the `generation`/`resourceVersion` the apiserver answered; an apply is
 //!   skipped while the desired content and the cached object are both unchanged. A
@@ -25,12 +26,15 @@ use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use sha2::{Digest, Sha256};
 
+use super::compact::{Compact, Summary};
+use crate::botlink::endpoint::CachedPod;
+
 /// Reflector stores of the objects the operator owns or reads on every reconcile.
 #[derive(Clone)]
 pub struct Stores {
     /// StatefulSets labelled as managed by the operator, slimmed by
-    /// [`slim_stateful_set`].
-    pub statefulsets: Store<StatefulSet>,
+    /// [`slim_stateful_set`] and kept [`Compact`].
+    pub statefulsets: Store<Compact<StatefulSet>>,
     /// ConfigMaps labelled as managed by the operator (metadata only: an apply needs
     /// no more, and the rare read of the data goes to the apiserver).
     pub configmaps: Store<PartialObjectMeta<ConfigMap>>,
@@ -38,8 +42,9 @@ pub struct Stores {
     pub services: Store<PartialObjectMeta<Service>>,
     /// NetworkPolicies labelled as managed by the operator (metadata only).
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
-    /// Bot pods, slimmed by [`slim_pod`].
-    pub pods: Store<Pod>,
+    /// Bot pods, slimmed by [`slim_pod`] and kept [`Compact`] with the facts every
+    /// poll reads.
+    pub pods: Store<CachedPod>,
 }
 
 /// Access to the stores once a controller has started its watches.
@@ -108,6 +113,19 @@ where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
     store.get(&ObjectRef::new(name).within(namespace))
+}
+
+/// Looks a compact object up in a store by namespace and name and unpacks it.
+pub fn lookup_unpacked<K, S>(store: &Store<Compact<K, S>>, namespace: &str, name: &str) -> Option<K>
+where
+    K: k8s_openapi::Metadata<Ty = kube::api::ObjectMeta>
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + 'static,
+    S: Summary<K>,
+{
+    lookup(store, namespace, name)?.unpack()
 }
 
 /// The objects of one namespace: from `store` once it has its first full list (an
@@ -593,6 +611,18 @@ mod tests {
         slim_pod(&mut pod);
         let after = serde_json::to_vec(&pod).unwrap_or_default().len();
         assert!(after * 4 < before, "{before} bytes -> {after} bytes");
+        // as the cache keeps it
+        let cached = CachedPod::pack(pod);
+        assert_eq!(
+            crate::botlink::endpoint::from_cached(Some(&cached), "t")
+                .found()
+                .map(|e| e.ready),
+            Some(true),
+            "the facts tell what the whole pod does"
+        );
+        let Some(pod) = cached.unpack() else {
+            panic!("a compact pod reads back");
+        };
         assert_eq!(pod.status, status, "the status is whole");
         assert_eq!(
             pod.labels().get("trading.iq720.io/bot").map(String::as_str),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use tracing::warn;
 
 use super::cache::{
@@ -16,6 +16,7 @@ use super::cache::{
 };
 use super::metrics::Metrics;
 use super::notify::{self, Notification, Notifier};
+use super::recorder::EventRecorder;
 use crate::botlink::client::BotApi;
 
 /// Who may open connections to a bot's API port, as rendered into each bot's
@@ -73,7 +74,7 @@ pub struct Context {
     /// Kubernetes client.
     pub client: Client,
     /// Event recorder.
-    pub recorder: Recorder,
+    pub recorder: EventRecorder,
     /// Metrics.
     pub metrics: Metrics,
     /// Bot control API client.
@@ -127,7 +128,7 @@ impl Context {
         };
         Self {
             notifier,
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: EventRecorder::new(client.clone(), reporter),
             bots: BotApi::new(settings.bot_api_timeout),
             client,
             metrics,

@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod cache;
+pub mod compact;
 pub mod conditions;
 pub mod context;
 pub mod gate;
@@ -17,6 +18,7 @@ pub mod leader;
 pub mod metrics;
 pub mod notify;
 pub mod quantity;
+pub mod recorder;
 pub mod s3;
 pub mod schedule;
 pub mod status;

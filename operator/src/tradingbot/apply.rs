@@ -34,7 +34,7 @@ use super::build::stateful_set::DATA_VOLUME;
 use super::build::{DesiredObjects, Owner};
 use crate::FIELD_MANAGER;
 use crate::shared::apply::{ApplyError, Known, apply_owned, is_controlled_by};
-use crate::shared::cache::{Stores, content_hash, lookup};
+use crate::shared::cache::{Stores, content_hash, lookup, lookup_unpacked};
 use crate::shared::context::Context;
 use crate::shared::quantity;
 
@@ -118,13 +118,28 @@ pub async fn apply_all(
 ) -> ApplyOutcome {
     let uid = owner.reference.uid.as_str();
     let mut outcome = ApplyOutcome::default();
-    match reconcile_storage(ctx, owner, &mut desired.stateful_set).await {
-        Ok(storage) => outcome.storage = Some(storage),
-        Err(e) => outcome.failures.push(e),
-    }
-    match reconcile_template(ctx, owner, desired, hold_template).await {
-        Ok(template) => outcome.template = Some(template),
-        Err(e) => outcome.failures.push(e),
+    // One read of the StatefulSet for the storage and the template step.
+    let sts_name = super::build::labels::workload_name(&owner.name);
+    match current_stateful_set(ctx, &owner.namespace, &sts_name).await {
+        Ok(existing) => {
+            let ours = existing.filter(|e| is_controlled_by(e, &owner.reference.uid));
+            match reconcile_storage(ctx, owner, ours.as_ref(), &mut desired.stateful_set).await {
+                Ok(storage) => outcome.storage = Some(storage),
+                Err(e) => outcome.failures.push(e),
+            }
+            match reconcile_template(ctx, owner, ours.as_ref(), desired, hold_template).await {
+                Ok(template) => outcome.template = Some(template),
+                Err(e) => outcome.failures.push(e),
+            }
+        }
+        Err(source) => {
+            record_template_hash(&mut desired.stateful_set);
+            outcome.failures.push(ApplyError::Kube {
+                kind: "StatefulSet".into(),
+                name: sts_name,
+                source,
+            });
+        }
     }
     let client = &ctx.client;
     let mem = &ctx.applied;
@@ -206,7 +221,7 @@ async fn current_stateful_set(
     name: &str,
 ) -> Result<Option<StatefulSet>, kube::Error> {
     if let Some(stores) = ctx.cache.stores() {
-        return Ok(lookup(&stores.statefulsets, namespace, name).map(|s| (*s).clone()));
+        return Ok(lookup_unpacked(&stores.statefulsets, namespace, name));
     }
     Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace)
         .get_opt(name)
@@ -292,41 +307,40 @@ pub fn template_changes(
     }
 }
 
+/// Records the pod template's hash on the StatefulSet (an annotation); returns it.
+fn record_template_hash(sts: &mut StatefulSet) -> String {
+    let hash = template_hash(sts);
+    sts.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(POD_TEMPLATE_HASH_ANNOTATION.to_string(), hash.clone());
+    hash
+}
+
 /// Records the desired template's hash on the StatefulSet and, when a window holds
-/// restarts and the template changed, keeps the existing template and ConfigMap data.
+/// restarts and the template changed, keeps the `existing` template (the bot's
+/// StatefulSet, when it exists and is ours) and ConfigMap data.
 async fn reconcile_template(
     ctx: &Context,
     owner: &Owner,
+    existing: Option<&StatefulSet>,
     desired: &mut DesiredObjects,
     hold: bool,
 ) -> Result<TemplateOutcome, ApplyError> {
     let name = super::build::labels::workload_name(&owner.name);
-    let hash = template_hash(&desired.stateful_set);
-    desired
-        .stateful_set
-        .metadata
-        .annotations
-        .get_or_insert_default()
-        .insert(POD_TEMPLATE_HASH_ANNOTATION.to_string(), hash.clone());
-    let existing = current_stateful_set(ctx, &owner.namespace, &name)
-        .await
-        .map_err(|source| ApplyError::Kube {
-            kind: "StatefulSet".into(),
-            name: name.clone(),
-            source,
-        })?;
-    let Some(existing) = existing.filter(|e| is_controlled_by(e, &owner.reference.uid)) else {
+    let hash = record_template_hash(&mut desired.stateful_set);
+    let Some(existing) = existing else {
         // New (or not ours: the apply refuses it with NotOwned).
         return Ok(TemplateOutcome::Applied { rolled: false });
     };
-    let changes = template_changes(&existing, &desired.stateful_set, &hash);
+    let changes = template_changes(existing, &desired.stateful_set, &hash);
     if changes.is_empty() {
         return Ok(TemplateOutcome::Applied { rolled: false });
     }
     if !hold {
         return Ok(TemplateOutcome::Applied { rolled: true });
     }
-    let config_changed = container_facts(&existing).1 != container_facts(&desired.stateful_set).1;
+    let config_changed = container_facts(existing).1 != container_facts(&desired.stateful_set).1;
     // The running template, whole: the cache keeps a slimmed one.
     let full = Api::<StatefulSet>::namespaced(ctx.client.clone(), &owner.namespace)
         .get_opt(&name)
@@ -405,8 +419,8 @@ async fn scale_down(ctx: &Context, owner: &Owner, trust_zero: bool) -> Result<()
     let cached = ctx
         .cache
         .stores()
-        .and_then(|s| lookup(&s.statefulsets, &owner.namespace, &name))
-        .filter(|s| is_controlled_by(s.as_ref(), &owner.reference.uid));
+        .and_then(|s| lookup_unpacked(&s.statefulsets, &owner.namespace, &name))
+        .filter(|s| is_controlled_by(s, &owner.reference.uid));
     let cached_zero = cached
         .as_ref()
         .is_some_and(|s| s.spec.as_ref().and_then(|s| s.replicas) == Some(0));
@@ -433,30 +447,19 @@ async fn scale_down(ctx: &Context, owner: &Owner, trust_zero: bool) -> Result<()
     Ok(())
 }
 
-/// Compares the desired claim template with the existing StatefulSet's. On a
-/// difference, keeps the existing template in `desired` (so the apply succeeds) and
-/// tries to expand the live claim.
+/// Compares the desired claim template with the `existing` StatefulSet's (the bot's,
+/// when it exists and is ours). On a difference, keeps the existing template in
+/// `desired` (so the apply succeeds) and tries to expand the live claim.
 async fn reconcile_storage(
     ctx: &Context,
     owner: &Owner,
+    existing: Option<&StatefulSet>,
     desired: &mut StatefulSet,
 ) -> Result<StorageOutcome, ApplyError> {
-    let name = super::build::labels::workload_name(&owner.name);
-    let kube_err = |source| ApplyError::Kube {
-        kind: "StatefulSet".into(),
-        name: name.clone(),
-        source,
-    };
-    let Some(existing) = current_stateful_set(ctx, &owner.namespace, &name)
-        .await
-        .map_err(kube_err)?
-    else {
+    // New, or not ours (the apply refuses it with NotOwned): nothing to compare.
+    let Some(existing) = existing else {
         return Ok(StorageOutcome::InSync);
     };
-    if !is_controlled_by(&existing, &owner.reference.uid) {
-        // The apply refuses it with NotOwned.
-        return Ok(StorageOutcome::InSync);
-    }
     let old = existing
         .spec
         .as_ref()
@@ -627,6 +630,10 @@ mod tests {
         crate::shared::cache::slim_stateful_set(&mut cached);
         let slim = serde_json::to_vec(&cached).unwrap().len();
         assert!(slim * 2 < full, "{full} bytes -> {slim} bytes");
+        // as the cache keeps it
+        let cached = crate::shared::compact::Compact::<StatefulSet>::pack(cached)
+            .unpack()
+            .unwrap();
         assert!(template_changes(&cached, &built, &template_hash(&built)).is_empty());
         let new = sts("0.2.0", &["ETH/USDT"]);
         let c = template_changes(&cached, &new, &template_hash(&new));

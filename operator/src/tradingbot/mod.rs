@@ -27,7 +27,7 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use iq720_crds::TradingBot;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
@@ -42,6 +42,7 @@ use kube::runtime::{WatchStreamExt, controller};
 use tracing::{debug, warn};
 
 use crate::shared::cache::Stores;
+use crate::shared::compact::Compact;
 use crate::shared::context::Context;
 use error::Error;
 
@@ -111,35 +112,43 @@ fn error_policy(bot: Arc<TradingBot>, error: &Error, ctx: Arc<Context>) -> Actio
     Action::requeue(Duration::from_secs(5))
 }
 
+/// What a watch of compact objects gives the controller.
+type CompactEvent<K, S> = Result<Compact<K, S>, watcher::Error>;
+
 /// A watch of one kind, labelled as the operator's, feeding a reflector store and
-/// the controller's trigger at once (one watch per kind; managedFields dropped to keep
-/// the cache small).
-fn cached_watch<K>(
+/// the controller's trigger at once (one watch per kind). Each object is slimmed
+/// (managedFields and what no reader uses dropped) and kept [`Compact`]: a typed
+/// k8s-openapi object is mostly inline empty fields, 1,000 of them a large share of
+/// the operator's memory.
+fn cached_watch<K, S>(
     api: Api<K>,
     config: watcher::Config,
     slim: fn(&mut K),
 ) -> (
-    Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    Store<Compact<K, S>>,
+    impl futures::Stream<Item = CompactEvent<K, S>> + Send + 'static,
 )
 where
     K: kube::Resource<DynamicType = ()>
+        + k8s_openapi::Metadata<Ty = kube::api::ObjectMeta>
         + Clone
         + std::fmt::Debug
+        + serde::Serialize
         + serde::de::DeserializeOwned
         + Send
         + Sync
         + 'static,
+    S: crate::shared::compact::Summary<K>,
 {
     let (store, writer) = reflector::store();
     let stream = reflector(
         writer,
-        watcher(api, config)
-            .default_backoff()
-            .modify(move |o: &mut K| {
+        watcher(api, config).default_backoff().map_ok(move |event| {
+            crate::shared::compact::pack_event(event.modify(|o: &mut K| {
                 o.managed_fields_mut().clear();
                 slim(o);
-            }),
+            }))
+        }),
     )
     .touched_objects();
     (store, stream)
@@ -287,7 +296,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .owns_stream(cm_stream)
         .owns_stream(svc_stream)
         .owns_stream(np_stream)
-        .watches_stream(pod_stream, |pod: Pod| {
+        .watches_stream(pod_stream, |pod: crate::botlink::endpoint::CachedPod| {
             let bot = pod.labels().get(build::labels::BOT_LABEL)?.clone();
             Some(ObjectRef::new(&bot).within(&pod.namespace()?))
         })

@@ -412,7 +412,7 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner, fleet: &Fleet) -> R
             let pod = lookup(&stores.pods, &owner.namespace, &target.pod_name());
             (
                 endpoint::from_cached(pod.as_deref(), &tok),
-                pod.and_then(|p| endpoint::stuck_reason(&p)),
+                pod.and_then(|p| p.summary.stuck.clone()),
             )
         }
         None => (endpoint::lookup(&ctx.client, &target, &tok).await?, None),

@@ -37,7 +37,7 @@ use tracing::{debug, warn};
 
 use super::build::labels::workload_name;
 use super::build::stateful_set::{self, DATA_VOLUME, RESTORE_CONTAINER, RestoreSource};
-use crate::shared::cache::lookup;
+use crate::shared::cache::lookup_unpacked;
 use crate::shared::conditions::{self, set_condition};
 use crate::shared::context::Context;
 
@@ -121,7 +121,7 @@ fn now() -> Time {
 async fn existing_sts(ctx: &Context, ns: &str, name: &str) -> Option<StatefulSet> {
     let sts_name = workload_name(name);
     match ctx.cache.stores() {
-        Some(stores) => lookup(&stores.statefulsets, ns, &sts_name).map(|s| (*s).clone()),
+        Some(stores) => lookup_unpacked(&stores.statefulsets, ns, &sts_name),
         None => Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
             .get_opt(&sts_name)
             .await
@@ -334,7 +334,7 @@ async fn observe(
 ) {
     let pod_name = format!("{}-0", workload_name(name));
     let pod = match ctx.cache.stores() {
-        Some(stores) => lookup(&stores.pods, ns, &pod_name).map(|p| (*p).clone()),
+        Some(stores) => lookup_unpacked(&stores.pods, ns, &pod_name),
         None => Api::<Pod>::namespaced(ctx.client.clone(), ns)
             .get_opt(&pod_name)
             .await

@@ -998,9 +998,7 @@ async fn bot_pod_image(ctx: &Context, bot: &TradingBot) -> Option<String> {
     let ns = bot.namespace().unwrap_or_default();
     let name = crate::botlink::BotRef::new(&ns, bot.name_any()).pod_name();
     let pod = match ctx.cache.stores() {
-        Some(stores) => {
-            crate::shared::cache::lookup(&stores.pods, &ns, &name).map(|p| (*p).clone())
-        }
+        Some(stores) => crate::shared::cache::lookup_unpacked(&stores.pods, &ns, &name),
         None => Api::<Pod>::namespaced(ctx.client.clone(), &ns)
             .get_opt(&name)
             .await
