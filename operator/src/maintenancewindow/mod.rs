@@ -31,7 +31,7 @@ use kube::ResourceExt;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef, reflector};
 use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, controller};
 use tracing::{debug, info, warn};
@@ -197,16 +197,19 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .default_backoff()
         .touched_objects();
     let config = controller::Config::default().concurrency(ctx.settings.max_concurrent_reconciles);
-    let controller = Controller::new(windows, watcher::Config::default()).with_config(config);
-    let window_store = controller.store();
+    // The store serves the gate's reads once it holds a full list.
+    let (window_store, writer) = reflector::store();
+    let window_events = reflector(
+        writer,
+        watcher::watcher(windows, watcher::Config::default()).default_backoff(),
+    );
+    let window_stream = ctx
+        .windows
+        .install_on_first_list(window_events, window_store.clone())
+        .applied_objects();
+    let controller =
+        Controller::for_stream(window_stream, window_store.clone()).with_config(config);
     let state = Arc::new(State { ctx: ctx.clone() });
-    // The store serves reads only once it holds a full list.
-    let (ready_windows, shared) = (window_store.clone(), ctx.windows.clone());
-    tokio::spawn(async move {
-        if ready_windows.wait_until_ready().await.is_ok() {
-            shared.install(ready_windows);
-        }
-    });
     let mapper_store = window_store.clone();
     controller
         // A bot's labels or MaintenancePending condition changed: its namespace's

@@ -18,12 +18,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use futures::TryStreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Resource;
 use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use sha2::{Digest, Sha256};
 
 use super::compact::{Compact, Summary};
@@ -97,6 +99,32 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> SharedStore<K> {
     /// The store, once installed.
     pub fn store(&self) -> Option<&Store<K>> {
         self.inner.get()
+    }
+
+    /// Passes a reflector's event stream through and installs `store` (the reflector's
+    /// reader) when the stream has delivered its first full list.
+    ///
+    /// Why not `Store::wait_until_ready` in a task of its own: kube-runtime's ready
+    /// signal is a one-shot channel that keeps only the last waiter's waker, and a
+    /// controller whose main store this is waits on it too; whichever of the two
+    /// registered first is never woken. The controller won, the task waited forever,
+    /// and every reconcile listed from the apiserver what its store held (found with
+    /// `perf` at 1,000 bots: a LIST of MaintenanceWindows at every poll).
+    pub fn install_on_first_list<S>(
+        &self,
+        events: S,
+        store: Store<K>,
+    ) -> impl futures::Stream<Item = S::Item> + Send + use<S, K>
+    where
+        S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+        K: Send + Sync,
+    {
+        let shared = self.clone();
+        events.inspect_ok(move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                shared.install(store.clone());
+            }
+        })
     }
 }
 
@@ -645,6 +673,35 @@ mod tests {
         assert_eq!(volumes, None);
         let endpoint = crate::botlink::endpoint::from_pod(&pod, "t");
         assert!(endpoint.is_some_and(|e| e.ready));
+    }
+
+    #[tokio::test]
+    #[allow(clippy::unwrap_used, clippy::expect_used)]
+    async fn a_shared_store_is_installed_once_its_first_list_is_in() {
+        use futures::StreamExt;
+        let (reader, writer) = kube::runtime::reflector::store::<ConfigMap>();
+        let shared = SharedStore::<ConfigMap>::default();
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let events = kube::runtime::reflector(writer, rx);
+        // The controller waits on the same store's readiness (see the method's docs).
+        let controller_waits = reader.clone();
+        let waiter = tokio::spawn(async move { controller_waits.wait_until_ready().await });
+        let mut passed = Box::pin(shared.install_on_first_list(events, reader));
+        for event in [watcher::Event::Init, watcher::Event::InitApply(cm("1"))] {
+            tx.unbounded_send(Ok(event)).unwrap();
+            passed.next().await.unwrap().unwrap();
+        }
+        assert!(shared.store().is_none(), "no full list yet");
+        tx.unbounded_send(Ok(watcher::Event::InitDone)).unwrap();
+        passed.next().await.unwrap().unwrap();
+        let store = shared
+            .store()
+            .expect("installed at the end of the first list");
+        assert_eq!(store.state().len(), 1);
+        assert!(
+            waiter.await.unwrap().is_ok(),
+            "the other waiter is woken too"
+        );
     }
 
     #[test]

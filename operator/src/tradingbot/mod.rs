@@ -249,14 +249,8 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     // The fleet kill switch: Namespaces (metadata only; only ours in single-namespace
     // mode), and the priority path's shared state.
     let (namespaces, ns_stream) = fleet::namespace_watch(&client, namespace.as_deref());
-    let (bot_store, bot_writer) = reflector::store();
     // The one full copy of the bots in the operator; other controllers read it too.
-    let (ready_bots, shared_bots) = (bot_store.clone(), ctx.tradingbots.clone());
-    tokio::spawn(async move {
-        if ready_bots.wait_until_ready().await.is_ok() {
-            shared_bots.install(ready_bots);
-        }
-    });
+    let (bot_store, bot_writer) = reflector::store();
     let fleet = fleet::Fleet::new(
         namespaces,
         bot_store.clone(),
@@ -273,19 +267,22 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     });
     let seen = fleet.clone();
     let bots: Api<TradingBot> = scoped(&client, &namespace);
-    let bot_stream = reflector(
+    let bot_events = reflector(
         bot_writer,
         watcher(bots, watcher::Config::default().page_size(LIST_PAGE))
             .modify(|b: &mut TradingBot| b.managed_fields_mut().clear()),
-    )
-    .applied_objects()
-    .inspect(move |bot| {
-        if let Ok(bot) = bot
-            && bot.spec.emergency_stop
-        {
-            seen.stop_seen();
-        }
-    });
+    );
+    let bot_stream = ctx
+        .tradingbots
+        .install_on_first_list(bot_events, bot_store.clone())
+        .applied_objects()
+        .inspect(move |bot| {
+            if let Ok(bot) = bot
+                && bot.spec.emergency_stop
+            {
+                seen.stop_seen();
+            }
+        });
     // Unbounded: routine reconciles are limited by the fleet's permits instead.
     let config = controller::Config::default().concurrency(0);
     let mapper = fleet.clone();

@@ -1,4 +1,4 @@
-//! Write requests counted by the apiserver itself (`apiserver_request_total`).
+//! Write (and read) requests counted by the apiserver itself (`apiserver_request_total`).
 //!
 //! Why here: the operator's own counters could miss a write it did not mean to make;
 //! the apiserver counts every request it served. The idle-cost e2e test and the scale
@@ -20,6 +20,19 @@ use super::error::{HarnessError, Result};
 /// Verbs that change state (server-side apply counts as `APPLY` or `PATCH`).
 pub const WRITE_VERBS: [&str; 7] = [
     "POST", "PUT", "PATCH", "APPLY", "CREATE", "UPDATE", "DELETE",
+];
+
+/// Verbs of reads that are not watches (a watch is how the operator should read).
+pub const READ_VERBS: [&str; 2] = ["GET", "LIST"];
+
+/// Resources (with subresource) only the operator reads in a test namespace while no
+/// test code runs: its own kinds (kube-controller-manager's garbage collector and
+/// namespace controller read them too, but through watches, or only while a namespace
+/// is deleted).
+pub const OPERATOR_READ_RESOURCES: [(&str, &str); 3] = [
+    ("maintenancewindows", ""),
+    ("backupschedules", ""),
+    ("tradingbots", ""),
 ];
 
 /// Resources (with subresource) the operator writes.
@@ -83,13 +96,18 @@ fn label<'a>(line: &'a str, name: &str) -> &'a str {
 
 /// Parses the write requests out of the apiserver's Prometheus text.
 pub fn parse_writes(text: &str) -> WriteCounts {
+    parse_requests(text, &WRITE_VERBS)
+}
+
+/// Parses the requests with one of `verbs` out of the apiserver's Prometheus text.
+pub fn parse_requests(text: &str, verbs: &[&str]) -> WriteCounts {
     let mut out = WriteCounts::new();
     for line in text.lines() {
         if !line.starts_with("apiserver_request_total{") {
             continue;
         }
         let verb = label(line, "verb");
-        if !WRITE_VERBS.contains(&verb) {
+        if !verbs.contains(&verb) {
             continue;
         }
         let value: f64 = line
@@ -109,14 +127,35 @@ pub fn parse_writes(text: &str) -> WriteCounts {
 
 /// Reads the write-request totals from the apiserver's `/metrics`.
 pub async fn apiserver_writes(client: &kube::Client) -> Result<WriteCounts> {
+    Ok(parse_writes(&apiserver_metrics_text(client).await?))
+}
+
+/// Reads the GET and LIST totals from the apiserver's `/metrics`.
+pub async fn apiserver_reads(client: &kube::Client) -> Result<WriteCounts> {
+    Ok(parse_requests(
+        &apiserver_metrics_text(client).await?,
+        &READ_VERBS,
+    ))
+}
+
+/// What grew among the reads of [`OPERATOR_READ_RESOURCES`].
+pub fn operator_reads(before: &WriteCounts, after: &WriteCounts) -> WriteCounts {
+    grown(before, after)
+        .into_iter()
+        .filter(|(k, _)| {
+            OPERATOR_READ_RESOURCES.contains(&(k.resource.as_str(), k.subresource.as_str()))
+        })
+        .collect()
+}
+
+async fn apiserver_metrics_text(client: &kube::Client) -> Result<String> {
     let req = http::Request::get("/metrics")
         .body(Vec::new())
         .map_err(|e| HarnessError::Http {
             addr: "apiserver /metrics".to_string(),
             message: e.to_string(),
         })?;
-    let text = client.request_text(req).await?;
-    Ok(parse_writes(&text))
+    Ok(client.request_text(req).await?)
 }
 
 /// What grew between two snapshots (counters that did not grow are left out).
@@ -183,5 +222,19 @@ apiserver_request_total{code="200",component="apiserver",dry_run="",group="",res
         assert_eq!(describe(&ops), "PATCH tradingbots/status: +8");
         assert_eq!(grown(&after, &after), WriteCounts::new());
         assert_eq!(describe(&WriteCounts::new()), "0");
+    }
+
+    #[test]
+    fn reads_of_the_operators_kinds_are_counted_apart() {
+        let text = format!(
+            "{TEXT}apiserver_request_total{{code=\"200\",component=\"apiserver\",group=\"trading.iq720.io\",resource=\"maintenancewindows\",scope=\"namespace\",subresource=\"\",verb=\"LIST\",version=\"v1alpha1\"}} 12\n"
+        );
+        let reads = parse_requests(&text, &READ_VERBS);
+        assert_eq!(reads.len(), 2, "{reads:?}");
+        assert_eq!(
+            describe(&operator_reads(&WriteCounts::new(), &reads)),
+            "LIST maintenancewindows/: +12",
+            "pod GETs are the node's and the controllers', not attributed"
+        );
     }
 }
