@@ -8,7 +8,6 @@ use kube::api::Api;
 
 use super::client::BotEndpoint;
 use super::{API_PORT, BotRef};
-use crate::shared::compact::{Compact, Summary};
 
 /// What the operator knows about the bot's pod.
 #[derive(Debug, Clone)]
@@ -100,58 +99,6 @@ pub fn stuck_reason(pod: &Pod) -> Option<String> {
                     _ => reason.to_string(),
                 })
         })
-}
-
-/// What a reconcile reads of the bot's pod at every poll, worked out once per watch
-/// event of the pod (the cache keeps it next to the packed pod).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodFacts {
-    /// The pod's IP, when it has one.
-    pub ip: Option<String>,
-    /// The pod's Ready condition is True.
-    pub ready: bool,
-    /// Why its container cannot run ([`stuck_reason`]).
-    pub stuck: Option<String>,
-}
-
-impl Summary<Pod> for PodFacts {
-    fn of(pod: &Pod) -> Self {
-        let status = pod.status.as_ref();
-        Self {
-            ip: status
-                .and_then(|s| s.pod_ip.clone())
-                .filter(|ip| !ip.is_empty()),
-            ready: status.is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .flatten()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            }),
-            stuck: stuck_reason(pod),
-        }
-    }
-}
-
-/// A bot pod as the cache keeps it.
-pub type CachedPod = Compact<Pod, PodFacts>;
-
-/// The lookup result for a pod read from the cache (`None`: no such pod); the same
-/// as [`from_pod`] on the whole pod.
-pub fn from_cached(pod: Option<&CachedPod>, token: &str) -> PodLookup {
-    let Some(pod) = pod else {
-        return PodLookup::Missing;
-    };
-    match &pod.summary.ip {
-        None => PodLookup::NoAddress,
-        Some(ip) => PodLookup::Found(PodEndpoint {
-            endpoint: BotEndpoint {
-                base: base_url(ip),
-                token: token.to_string(),
-            },
-            ready: pod.summary.ready,
-            terminating: pod.metadata.deletion_timestamp.is_some(),
-        }),
-    }
 }
 
 /// Looks up the bot's pod (terminating pods included: they still answer during their

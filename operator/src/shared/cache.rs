@@ -28,8 +28,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use sha2::{Digest, Sha256};
 
+use super::cached_pod::CachedPod;
 use super::compact::{Compact, Summary};
-use crate::botlink::endpoint::CachedPod;
 
 /// Reflector stores of the objects the operator owns or reads on every reconcile.
 #[derive(Clone)]
@@ -642,7 +642,7 @@ mod tests {
         // as the cache keeps it
         let cached = CachedPod::pack(pod);
         assert_eq!(
-            crate::botlink::endpoint::from_cached(Some(&cached), "t")
+            crate::shared::cached_pod::from_cached(Some(&cached), "t")
                 .found()
                 .map(|e| e.ready),
             Some(true),

@@ -621,7 +621,7 @@ pub async fn close_all_with_retry(
 fn cached_pod(ctx: &Context, target: &BotRef, token: &str) -> Option<PodLookup> {
     let stores = ctx.cache.stores()?;
     let pod = crate::shared::cache::lookup(&stores.pods, &target.namespace, &target.pod_name())?;
-    match endpoint::from_cached(Some(&pod), token) {
+    match crate::shared::cached_pod::from_cached(Some(&pod), token) {
         found @ PodLookup::Found(_) => Some(found),
         PodLookup::Missing | PodLookup::NoAddress => None,
     }

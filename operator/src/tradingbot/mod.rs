@@ -293,7 +293,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .owns_stream(cm_stream)
         .owns_stream(svc_stream)
         .owns_stream(np_stream)
-        .watches_stream(pod_stream, |pod: crate::botlink::endpoint::CachedPod| {
+        .watches_stream(pod_stream, |pod: crate::shared::cached_pod::CachedPod| {
             let bot = pod.labels().get(build::labels::BOT_LABEL)?.clone();
             Some(ObjectRef::new(&bot).within(&pod.namespace()?))
         })

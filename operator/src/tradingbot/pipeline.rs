@@ -411,7 +411,7 @@ async fn run(bot: &TradingBot, ctx: &Context, owner: &Owner, fleet: &Fleet) -> R
         Some(stores) => {
             let pod = lookup(&stores.pods, &owner.namespace, &target.pod_name());
             (
-                endpoint::from_cached(pod.as_deref(), &tok),
+                crate::shared::cached_pod::from_cached(pod.as_deref(), &tok),
                 pod.and_then(|p| p.summary.stuck.clone()),
             )
         }
