@@ -20,6 +20,7 @@ pub mod report;
 pub mod restore_s3;
 pub mod risk;
 pub mod runner;
+pub mod s3_client;
 pub mod server;
 pub mod store;
 pub mod strategy;

@@ -147,6 +147,7 @@ fn client(src: &S3Source) -> Result<aws_sdk_s3::Client, S3RestoreError> {
     let creds = Credentials::new(access, secret, None, None, "iq720-bot-restore");
     let mut conf = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(crate::s3_client::http_client())
         .region(Region::new(src.region.clone()))
         .credentials_provider(creds)
         .force_path_style(src.path_style);

@@ -14,18 +14,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::bots::*;
-use common::{Operator, bot_api};
+use common::{Operator, bot_api, bot_metrics};
 use iq720_crds::TradingBot;
 use iq720_tests::poll_until;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "exchange-keys";
 const ANNOTATION: &str = "trading.iq720.io/rotated-at";
@@ -70,24 +68,6 @@ async fn security(addr: &str, token: &str) -> Value {
 
 async fn creds(addr: &str, token: &str) -> Value {
     security(addr, token).await["exchangeCredentials"].clone()
-}
-
-/// The bot's `/metrics` (unauthenticated) as `name{labels}` → value.
-async fn bot_metrics(addr: &str) -> BTreeMap<String, f64> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).await.unwrap();
-    let resp = iq720_tests::http::parse_response(&buf).unwrap();
-    String::from_utf8_lossy(&resp.body)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
 }
 
 fn status_creds(b: &TradingBot) -> Option<(Option<String>, Option<String>)> {

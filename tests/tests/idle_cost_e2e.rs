@@ -11,8 +11,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Operator;
 use common::bots::*;
+use common::{Operator, bot_metrics};
 use iq720_crds::trading_bot::TradingBotPhase;
 use iq720_tests::apply_yaml;
 use iq720_tests::harness::apiserver_metrics::{
@@ -65,6 +65,8 @@ async fn idle_bots_cause_no_write_requests_at_the_apiserver() {
         last = now;
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
+    let (addr, _) = bot_addr_token(&e, names[0]).await;
+    let bot_before = bot_metrics(&addr).await;
     let polls = op.metric("iq720_operator_reconciliations_total").await;
     let before = apiserver_writes(&e.cluster.client).await.unwrap();
     let reads_before = apiserver_reads(&e.cluster.client).await.unwrap();
@@ -73,6 +75,21 @@ async fn idle_bots_cause_no_write_requests_at_the_apiserver() {
     let after = apiserver_writes(&e.cluster.client).await.unwrap();
     let reads_after = apiserver_reads(&e.cluster.client).await.unwrap();
     let reconciles = op.metric("iq720_operator_reconciliations_total").await - polls;
+    let bot_after = bot_metrics(&addr).await;
+    let served = |route: &str| {
+        let count = |m: &std::collections::BTreeMap<String, f64>| -> f64 {
+            m.iter()
+                .filter(|(k, _)| {
+                    k.starts_with("iq720_bot_http_requests_total{")
+                        && k.contains(&format!("route=\"{route}\""))
+                })
+                .map(|(_, v)| v)
+                .sum()
+        };
+        count(&bot_after) - count(&bot_before)
+    };
+    let (status_reads, performance_reads) =
+        (served("/api/v1/status"), served("/api/v1/performance"));
     let grew = operator_writes(&before, &after);
     let read = operator_reads(&reads_before, &reads_after);
     println!(
@@ -96,6 +113,21 @@ async fn idle_bots_cause_no_write_requests_at_the_apiserver() {
     assert!(
         grew.is_empty(),
         "idle bots caused write requests at the apiserver: {grew:?}"
+    );
+    // The win rate is a figure written at most every `--status-figures-interval`
+    // (60 s by default): an idle bot is asked for it about once a minute, not at
+    // every poll (1 s here), while its status is still read at every poll.
+    println!(
+        "BENCH idle-cost: bot {} served {status_reads} status and {performance_reads} performance requests in 60 s",
+        names[0]
+    );
+    assert!(
+        status_reads >= 30.0,
+        "the bot's status must be read at every poll ({status_reads} in 60 s)"
+    );
+    assert!(
+        performance_reads <= 2.0,
+        "the bot's /performance was read {performance_reads} times in 60 s of idle polling"
     );
     teardown(e).await;
 }

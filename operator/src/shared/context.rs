@@ -100,10 +100,18 @@ pub struct Context {
     pub windows: WindowStore,
     /// TradingBots, for the controllers that read bots they do not reconcile.
     pub tradingbots: BotStore,
-    /// When each object's status was last written, to bound figure-only writes.
-    status_written: Arc<Mutex<HashMap<String, Instant>>>,
+    /// When each object's status was last written (to bound figure-only writes) and
+    /// when its figures were last read from the bot.
+    status_written: Arc<Mutex<HashMap<String, FigureTimes>>>,
     /// Webhook notifications of incident Events.
     pub notifier: Notifier,
+}
+
+/// When an object's status was last written and its figures last read.
+#[derive(Debug, Clone, Copy, Default)]
+struct FigureTimes {
+    written: Option<Instant>,
+    read: Option<Instant>,
 }
 
 impl Context {
@@ -152,14 +160,37 @@ impl Context {
             return true;
         };
         map.get(key)
+            .and_then(|t| t.written)
             .is_none_or(|at| at.elapsed() >= self.settings.status_figures_interval)
     }
 
-    /// Records that `key`'s status was written now (`None`: forget it).
+    /// Whether the figures that only the status shows (the win rate, from the bot's
+    /// `/performance`) should be read from the bot in this poll: a figure write is due
+    /// and they were not read within `status_figures_interval`. An idle bot, whose
+    /// status is never rewritten, is asked once per interval instead of at every poll.
+    pub fn figures_read_due(&self, key: &str) -> bool {
+        let interval = self.settings.status_figures_interval;
+        let Ok(map) = self.status_written.lock() else {
+            return true;
+        };
+        map.get(key).is_none_or(|t| {
+            t.written.is_none_or(|at| at.elapsed() >= interval)
+                && t.read.is_none_or(|at| at.elapsed() >= interval)
+        })
+    }
+
+    /// Records that `key`'s figures were read from the bot now.
+    pub fn figures_read(&self, key: &str) {
+        if let Ok(mut map) = self.status_written.lock() {
+            map.entry(key.to_string()).or_default().read = Some(Instant::now());
+        }
+    }
+
+    /// Records that `key`'s status was written now (`false`: forget the object).
     pub fn status_written(&self, key: &str, written: bool) {
         if let Ok(mut map) = self.status_written.lock() {
             if written {
-                map.insert(key.to_string(), Instant::now());
+                map.entry(key.to_string()).or_default().written = Some(Instant::now());
             } else {
                 map.remove(key);
             }

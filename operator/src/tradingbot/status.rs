@@ -157,8 +157,8 @@ pub struct BotReport {
     pub halted: Option<String>,
     /// Open positions.
     pub open_positions: i32,
-    /// Win rate over all closed trades, in percent (None before the first close).
-    pub win_rate: Option<f64>,
+    /// Win rate over all closed trades, as read in this poll.
+    pub win_rate: WinRate,
     /// Realised PnL in the stake currency.
     pub pnl: f64,
     /// Name of the market-data source in use.
@@ -175,13 +175,29 @@ pub struct BotReport {
     pub security: Option<SecurityResponse>,
 }
 
+/// A bot's win rate as one poll saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum WinRate {
+    /// Not asked for in this poll (it is read at the figures' rate): the stored
+    /// figure stays.
+    #[default]
+    NotRead,
+    /// No trade closed yet.
+    NoTrades,
+    /// Percent of closed trades that won.
+    Percent(f64),
+}
+
 impl BotReport {
-    /// The figures the operator needs, from the bot's typed `/status` and
-    /// `/performance` answers.
-    pub fn from_api(status: &StatusResponse, performance: &PerformanceResponse) -> Self {
+    /// The figures the operator needs, from the bot's typed `/status` answer and its
+    /// `/performance` answer when it was asked for one in this poll.
+    pub fn from_api(status: &StatusResponse, performance: Option<&PerformanceResponse>) -> Self {
         // The bot reports winRate as a fraction of closed trades (0 when none).
-        let all = &performance.all_time;
-        let win_rate = (all.trades > 0).then_some(all.win_rate * 100.0);
+        let win_rate = match performance.map(|p| &p.all_time) {
+            None => WinRate::NotRead,
+            Some(all) if all.trades == 0 => WinRate::NoTrades,
+            Some(all) => WinRate::Percent(all.win_rate * 100.0),
+        };
         Self {
             version: Some(status.version.clone()),
             paused: status.paused,
@@ -265,7 +281,11 @@ pub fn format_pnl(pnl: f64) -> String {
 pub fn apply_report(status: &mut TradingBotStatus, report: &BotReport, generation: Option<i64>) {
     status.current_version = report.version.clone();
     status.open_positions = Some(report.open_positions);
-    status.win_rate = format_win_rate(report.win_rate);
+    match report.win_rate {
+        WinRate::NotRead => {}
+        WinRate::NoTrades => status.win_rate = None,
+        WinRate::Percent(p) => status.win_rate = format_win_rate(Some(p)),
+    }
     status.pnl = Some(format_pnl(report.pnl));
     status.active_market_data = report.active_market_data.clone();
     let c = &mut status.conditions;
@@ -365,7 +385,7 @@ mod tests {
             "activeMarketData": "backup", "marketData": {"fresh": true}}));
         let perf: PerformanceResponse =
             serde_json::from_value(json!({"allTime": {"winRate": 0.625, "trades": 8}})).unwrap();
-        let r = BotReport::from_api(&st, &perf);
+        let r = BotReport::from_api(&st, Some(&perf));
         assert_eq!(r.open_positions, 2);
         assert!(r.paused && r.halted.is_none() && r.market_data_fresh);
         assert_eq!(r.active_market_data.as_deref(), Some("backup"));
@@ -384,15 +404,39 @@ mod tests {
             "realizedPnl": 0.0, "activeMarketData": "primary", "marketData": {"fresh": false}}));
         let perf: PerformanceResponse =
             serde_json::from_value(json!({"allTime": {"winRate": 0.0, "trades": 0}})).unwrap();
-        let r = BotReport::from_api(&st, &perf);
+        let r = BotReport::from_api(&st, Some(&perf));
         assert_eq!(
             r.halted.as_deref(),
             Some(iq720_contract::CLOSE_ALL_HALT_REASON)
         );
-        assert_eq!(r.win_rate, None);
-        let mut ts = TradingBotStatus::default();
+        assert_eq!(r.win_rate, WinRate::NoTrades);
+        let mut ts = TradingBotStatus {
+            win_rate: Some("50.0%".into()),
+            ..TradingBotStatus::default()
+        };
         apply_report(&mut ts, &r, None);
         assert_eq!(ts.phase, Some(TradingBotPhase::Halted));
+        assert_eq!(ts.win_rate, None, "no trades: no win rate");
+    }
+
+    #[test]
+    fn a_win_rate_not_read_in_this_poll_keeps_the_stored_figure() {
+        let st = status(json!({"version": "0.1.0", "paused": false, "halted": false,
+            "openPositions": 1, "realizedPnl": 2.0, "activeMarketData": "primary",
+            "marketData": {"fresh": true}}));
+        let r = BotReport::from_api(&st, None);
+        assert_eq!(r.win_rate, WinRate::NotRead);
+        let mut ts = TradingBotStatus {
+            win_rate: Some("62.5%".into()),
+            ..TradingBotStatus::default()
+        };
+        apply_report(&mut ts, &r, None);
+        assert_eq!(ts.win_rate.as_deref(), Some("62.5%"));
+        assert_eq!(
+            ts.pnl.as_deref(),
+            Some("+2.00"),
+            "PnL comes from /status, read every poll"
+        );
     }
 
     #[test]
@@ -406,7 +450,7 @@ mod tests {
                     "marketData": {"fresh": fresh, "use": use_, "active": "backup",
                     "sources": [{"name": "sim-a", "active": false, "fresh": true},
                                 {"name": "sim-b", "active": true, "fresh": fresh}]}})),
-                &perf,
+                Some(&perf),
             )
         };
         let (ok, reason, message) = market_data_health(&report(false, "backup"));

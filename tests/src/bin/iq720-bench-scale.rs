@@ -106,6 +106,20 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// (RssAnon, RssFile) of a process in KiB: heap and stacks, and the mapped pages of
+/// its binary and libraries.
+fn rss_split_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("RssAnon:")?, field("RssFile:")?))
+}
+
 /// Pids of the processes running `exe`.
 fn bot_pids(exe: &std::path::Path) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -382,6 +396,7 @@ async fn bench(args: Args) -> Fallible<()> {
         rss
     };
     let rss_empty = sample_rss(&mut peak_rss_kib);
+    let split_empty = rss_split_kib(op_pid).unwrap_or((0, 0));
 
     // ------------------------------------------------------------- apply N bots
     let bots = tb_api(&client, ns);
@@ -592,6 +607,7 @@ async fn bench(args: Args) -> Fallible<()> {
     let w1 = apiserver_writes(&client).await?;
     let rec1 = operator_reconciles(&args.operator_metrics).await;
     let rss_idle = sample_rss(&mut peak_rss_kib);
+    let split_idle = rss_split_kib(op_pid).unwrap_or((0, 0));
     let idle_secs = cpu_i1.at.duration_since(cpu_i0.at).as_secs_f64();
     let idle_usage = probe.usage(&cpu_i0, &cpu_i1);
     writes_rows("idle window", idle_secs, &w0, &w1, &mut rows);
@@ -626,6 +642,16 @@ async fn bench(args: Args) -> Fallible<()> {
         ),
     ));
     rows.push(("operator RSS peak (VmHWM)".into(), mib(peak_rss_kib)));
+    rows.push((
+        "operator RSS anonymous + file-backed (RssAnon + RssFile): before bots / idle (end)".into(),
+        format!(
+            "{} + {} / {} + {}",
+            mib(split_empty.0),
+            mib(split_empty.1),
+            mib(split_idle.0),
+            mib(split_idle.1)
+        ),
+    ));
     let (procs, bots_mib) = probe.bots_rss_mib();
     rows.push((
         "bot processes (real iq720-bot) and their RSS".into(),

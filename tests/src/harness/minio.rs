@@ -172,6 +172,7 @@ impl PrivateMinio {
         );
         let conf = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
+            .http_client(iq720_bot::s3_client::http_client())
             .region(Region::new("us-east-1"))
             .endpoint_url(endpoint)
             .credentials_provider(creds)

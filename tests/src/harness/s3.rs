@@ -22,6 +22,7 @@ pub fn s3_client(cluster: &Cluster) -> Result<aws_sdk_s3::Client> {
     );
     let conf = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(iq720_bot::s3_client::http_client())
         .region(Region::new(
             env.var("IQ720_S3_REGION")
                 .unwrap_or("us-east-1")

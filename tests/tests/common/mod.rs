@@ -375,3 +375,21 @@ pub async fn bot_api(
     let json = serde_json::from_slice(&resp.body).unwrap_or(serde_json::Value::Null);
     (resp.status, json)
 }
+
+/// The bot's `/metrics` (unauthenticated) as `name{labels}` → value.
+pub async fn bot_metrics(addr: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.unwrap();
+    let resp = iq720_tests::http::parse_response(&buf).unwrap();
+    String::from_utf8_lossy(&resp.body)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}

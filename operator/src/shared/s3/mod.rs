@@ -124,6 +124,7 @@ pub async fn connect(
     let creds = Credentials::new(access, secret_key, None, None, "iq720-operator");
     let mut conf = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(iq720_bot::s3_client::http_client())
         .region(Region::new(loc.region.clone()))
         .credentials_provider(creds)
         .force_path_style(loc.force_path_style)
