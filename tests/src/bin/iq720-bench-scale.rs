@@ -93,31 +93,31 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-/// (VmRSS, VmHWM) of a process in KiB.
-fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+/// Fields of a process's `/proc/<pid>/status`, in KiB, in the order named.
+fn status_kib<const N: usize>(pid: u32, names: [&str; N]) -> Option<[u64; N]> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
+    let mut values = [0; N];
+    for (value, name) in values.iter_mut().zip(names) {
+        *value = status
             .lines()
             .find(|l| l.starts_with(name))
             .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+            .and_then(|v| v.parse::<u64>().ok())?;
+    }
+    Some(values)
+}
+
+/// (VmRSS, VmHWM) of a process in KiB.
+fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let [rss, hwm] = status_kib(pid, ["VmRSS:", "VmHWM:"])?;
+    Some((rss, hwm))
 }
 
 /// (RssAnon, RssFile) of a process in KiB: heap and stacks, and the mapped pages of
 /// its binary and libraries.
 fn rss_split_kib(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    Some((field("RssAnon:")?, field("RssFile:")?))
+    let [anon, file] = status_kib(pid, ["RssAnon:", "RssFile:"])?;
+    Some((anon, file))
 }
 
 /// Pids of the processes running `exe`.
