@@ -24,6 +24,7 @@ async fn idle_bots_cause_no_write_requests_at_the_apiserver() {
     let e = env().await;
     let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-idle-cost", &[]).await;
     let names = ["idle-a", "idle-b", "idle-c", "idle-d"];
+    let created = apiserver_writes(&e.cluster.client).await.unwrap();
     for name in names {
         apply_yaml(
             &e.cluster.client,
@@ -65,6 +66,22 @@ async fn idle_bots_cause_no_write_requests_at_the_apiserver() {
         last = now;
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
+    // Each new bot's StatefulSet is applied once: read back with the apiserver's
+    // defaults in its claim templates it is still the one built (the old code
+    // applied every new StatefulSet a second time, changing nothing).
+    let settled = apiserver_writes(&e.cluster.client).await.unwrap();
+    let sts_applies: f64 = operator_writes(&created, &settled)
+        .iter()
+        .filter(|(k, _)| k.resource == "statefulsets" && k.subresource.is_empty())
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(
+        sts_applies,
+        names.len() as f64,
+        "StatefulSet writes while {} new bots started: {}",
+        names.len(),
+        describe(&operator_writes(&created, &settled))
+    );
     let (addr, _) = bot_addr_token(&e, names[0]).await;
     let bot_before = bot_metrics(&addr).await;
     let polls = op.metric("iq720_operator_reconciliations_total").await;
