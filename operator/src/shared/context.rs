@@ -102,7 +102,7 @@ pub struct Context {
     pub tradingbots: BotStore,
     /// When each object's status was last written (to bound figure-only writes) and
     /// when its figures were last read from the bot.
-    status_written: Arc<Mutex<HashMap<String, FigureTimes>>>,
+    figures: Arc<Mutex<HashMap<String, FigureTimes>>>,
     /// Webhook notifications of incident Events.
     pub notifier: Notifier,
 }
@@ -149,19 +149,14 @@ impl Context {
             hot_confirmed: ConfirmedMemory::default(),
             windows: WindowStore::default(),
             tradingbots: BotStore::default(),
-            status_written: Arc::new(Mutex::new(HashMap::new())),
+            figures: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
     /// Whether a status write that changes only live figures is due for `key`
     /// (never written, or written longer than `status_figures_interval` ago).
     pub fn figures_due(&self, key: &str) -> bool {
-        let Ok(map) = self.status_written.lock() else {
-            return true;
-        };
-        map.get(key)
-            .and_then(|t| t.written)
-            .is_none_or(|at| at.elapsed() >= self.settings.status_figures_interval)
+        self.interval_passed(self.figure_times(key).written)
     }
 
     /// Whether the figures that only the status shows (the win rate, from the bot's
@@ -169,26 +164,35 @@ impl Context {
     /// and they were not read within `status_figures_interval`. An idle bot, whose
     /// status is never rewritten, is asked once per interval instead of at every poll.
     pub fn figures_read_due(&self, key: &str) -> bool {
-        let interval = self.settings.status_figures_interval;
-        let Ok(map) = self.status_written.lock() else {
-            return true;
-        };
-        map.get(key).is_none_or(|t| {
-            t.written.is_none_or(|at| at.elapsed() >= interval)
-                && t.read.is_none_or(|at| at.elapsed() >= interval)
-        })
+        let times = self.figure_times(key);
+        self.interval_passed(times.written) && self.interval_passed(times.read)
+    }
+
+    /// Never, or longer than `status_figures_interval` ago.
+    fn interval_passed(&self, at: Option<Instant>) -> bool {
+        at.is_none_or(|at| at.elapsed() >= self.settings.status_figures_interval)
+    }
+
+    /// `key`'s times (none recorded: both `None`, so everything is due; the same when
+    /// the lock is poisoned).
+    fn figure_times(&self, key: &str) -> FigureTimes {
+        self.figures
+            .lock()
+            .ok()
+            .and_then(|map| map.get(key).copied())
+            .unwrap_or_default()
     }
 
     /// Records that `key`'s figures were read from the bot now.
     pub fn figures_read(&self, key: &str) {
-        if let Ok(mut map) = self.status_written.lock() {
+        if let Ok(mut map) = self.figures.lock() {
             map.entry(key.to_string()).or_default().read = Some(Instant::now());
         }
     }
 
     /// Records that `key`'s status was written now (`false`: forget the object).
     pub fn status_written(&self, key: &str, written: bool) {
-        if let Ok(mut map) = self.status_written.lock() {
+        if let Ok(mut map) = self.figures.lock() {
             if written {
                 map.entry(key.to_string()).or_default().written = Some(Instant::now());
             } else {

@@ -490,7 +490,7 @@ async fn reconcile_storage(
 /// next reconcile, so the stored templates (with those defaults) replaced the built
 /// ones and the StatefulSet was applied a second time, with nothing to change: 1,000
 /// extra PATCHes while 1,000 new bots converged (`make bench-scale`).
-pub fn same_claims(stored: &[PersistentVolumeClaim], desired: &[PersistentVolumeClaim]) -> bool {
+fn same_claims(stored: &[PersistentVolumeClaim], desired: &[PersistentVolumeClaim]) -> bool {
     stored.len() == desired.len()
         && stored.iter().zip(desired).all(|(s, d)| {
             let mut s = s.clone();

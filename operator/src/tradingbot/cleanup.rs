@@ -94,7 +94,7 @@ pub async fn cleanup(bot: &TradingBot, ctx: &Context) -> Result<Action> {
     ctx.hot_confirmed.forget(&owner.namespace, &owner.name);
     super::keys::forget_due(ctx, &target);
     ctx.status_written(
-        &format!("{}/{}/{}", super::CONTROLLER, owner.namespace, owner.name),
+        &super::status::figures_key(&owner.namespace, &owner.name),
         false,
     );
     Ok(Action::await_change())

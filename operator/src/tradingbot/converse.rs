@@ -212,7 +212,7 @@ pub async fn converse(
     };
     // The win rate (the one figure only `/performance` has) is read at the figures'
     // rate: at every poll it was a third of the requests to an idle bot.
-    let key = format!("{}/{ns}/{name}", super::CONTROLLER);
+    let key = super::status::figures_key(&ns, &name);
     let performance = if ctx.figures_read_due(&key) {
         let p = ctx.bots.performance(ep).await?;
         ctx.figures_read(&key);

@@ -80,6 +80,11 @@ impl Written {
     }
 }
 
+/// The key of a bot's status-write and figure-read times in the context.
+pub fn figures_key(namespace: &str, name: &str) -> String {
+    format!("{}/{namespace}/{name}", super::CONTROLLER)
+}
+
 /// Writes the status when it differs from the stored one.
 ///
 /// Why the `resourceVersion` precondition: a reconcile can run on a cached object
@@ -92,12 +97,7 @@ pub async fn write(ctx: &Context, bot: &TradingBot, new: TradingBotStatus) -> Re
     if bot.status.as_ref() == Some(&new) {
         return Ok(Written::Unchanged);
     }
-    let key = format!(
-        "{}/{}/{}",
-        super::CONTROLLER,
-        bot.namespace().unwrap_or_default(),
-        bot.name_any()
-    );
+    let key = figures_key(&bot.namespace().unwrap_or_default(), &bot.name_any());
     if let Some(old) = &bot.status
         && only_figures_differ(old, &new)
         && !ctx.figures_due(&key)
@@ -268,8 +268,8 @@ pub fn market_data_health(report: &BotReport) -> (bool, &'static str, String) {
 }
 
 /// Formats a win rate for the printer column, e.g. `57.1%`.
-pub fn format_win_rate(rate: Option<f64>) -> Option<String> {
-    rate.map(|r| format!("{r:.1}%"))
+pub fn format_win_rate(rate: f64) -> String {
+    format!("{rate:.1}%")
 }
 
 /// Formats PnL for the printer column, e.g. `+12.40`.
@@ -284,7 +284,7 @@ pub fn apply_report(status: &mut TradingBotStatus, report: &BotReport, generatio
     match report.win_rate {
         WinRate::NotRead => {}
         WinRate::NoTrades => status.win_rate = None,
-        WinRate::Percent(p) => status.win_rate = format_win_rate(Some(p)),
+        WinRate::Percent(p) => status.win_rate = Some(format_win_rate(p)),
     }
     status.pnl = Some(format_pnl(report.pnl));
     status.active_market_data = report.active_market_data.clone();
