@@ -47,9 +47,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// `run`: the controllers on a multi-threaded runtime until shutdown.
+/// `run`: the controllers on `--worker-threads` runtime threads until shutdown.
 fn run(args: cli::RunArgs) -> Result<(), ManagerError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(args.worker_threads))
         .enable_all()
         .build()
         .map_err(|e| ManagerError::Runtime(format!("cannot start the async runtime: {e}")))?;

@@ -57,6 +57,14 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 finish() {
   local status=$?
+  # The operator stops first (SIGTERM, up to 15 s), so its log ends with its shutdown
+  # and whatever it prints at exit (jemalloc's statistics with
+  # `_RJEM_MALLOC_CONF=stats_print:true`: how much of the RSS is live heap).
+  local op_pid
+  op_pid=$(cat "$RUN/pids/operator.pid" 2>/dev/null || true)
+  if [[ ${IQ720_BENCH_KEEP:-0} != 1 && $op_pid =~ ^[0-9]+$ ]] && kill -TERM "$op_pid" 2>/dev/null; then
+    for _ in $(seq 150); do kill -0 "$op_pid" 2>/dev/null || break; sleep 0.1; done
+  fi
   # The operator's log stays with the report: with the cache's debug lines it says
   # why each owned object was applied (the idle-write figure's evidence).
   [[ -s $RUN/logs/operator.log ]] && mkdir -p "$BENCH_OUT" &&
