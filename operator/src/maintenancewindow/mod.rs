@@ -55,9 +55,13 @@ pub struct State {
     pub ctx: Arc<Context>,
 }
 
-async fn bots_in(state: &State, namespace: &str) -> Result<Vec<Arc<TradingBot>>> {
+/// The bots of a namespace, unpacked from the TradingBot controller's store (a
+/// window's reconcile reads their labels, status and deferred operations).
+async fn bots_in(state: &State, namespace: &str) -> Result<Vec<TradingBot>> {
     let ctx = &state.ctx;
-    Ok(crate::shared::cache::in_namespace(ctx.tradingbots.store(), &ctx.client, namespace).await?)
+    let cached =
+        crate::shared::cache::in_namespace(ctx.tradingbots.store(), &ctx.client, namespace).await?;
+    Ok(cached.iter().filter_map(|b| b.unpack()).collect())
 }
 
 async fn reconcile(mw: Arc<MaintenanceWindow>, state: Arc<State>) -> Result<Action> {
@@ -79,7 +83,7 @@ async fn reconcile(mw: Arc<MaintenanceWindow>, state: Arc<State>) -> Result<Acti
     let mut st = mw.status.clone().unwrap_or_default();
     st.observed_generation = generation;
     let bots = bots_in(&state, &ns).await?;
-    let refs: Vec<&TradingBot> = bots.iter().map(AsRef::as_ref).collect();
+    let refs: Vec<&TradingBot> = bots.iter().collect();
     let all_windows = gate::windows_in(ctx, &ns).await?;
     status::bots(&mut st, &mw, &refs, &all_windows, now);
     // A scheduled key rotation falling due later: reconcile then to list it.

@@ -132,8 +132,8 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> SharedStore<K> {
 pub type WindowStore = SharedStore<iq720_crds::MaintenanceWindow>;
 
 /// TradingBots: filled by the TradingBot controller's watch (the one full copy of the
-/// bots in the operator), read by the MaintenanceWindow controller.
-pub type BotStore = SharedStore<iq720_crds::TradingBot>;
+/// bots in the operator, packed), read by the MaintenanceWindow controller.
+pub type BotStore = SharedStore<super::cached_bot::CachedBot>;
 
 /// Looks an object up in a store by namespace and name.
 pub fn lookup<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
@@ -146,7 +146,7 @@ where
 /// Looks a compact object up in a store by namespace and name and unpacks it.
 pub fn lookup_unpacked<K, S>(store: &Store<Compact<K, S>>, namespace: &str, name: &str) -> Option<K>
 where
-    K: k8s_openapi::Metadata<Ty = kube::api::ObjectMeta>
+    K: Resource<DynamicType = ()>
         + serde::Serialize
         + serde::de::DeserializeOwned
         + Clone

@@ -66,13 +66,13 @@ impl<K, S: std::fmt::Debug> std::fmt::Debug for Compact<K, S> {
 
 impl<K, S> Compact<K, S>
 where
-    K: k8s_openapi::Metadata<Ty = ObjectMeta> + Serialize + DeserializeOwned,
+    K: kube::Resource<DynamicType = ()> + Serialize + DeserializeOwned,
     S: Summary<K>,
 {
     /// Keeps `object` compact: its metadata and summary typed, the rest as JSON.
     pub fn pack(mut object: K) -> Self {
         let summary = S::of(&object);
-        let metadata = std::mem::take(object.metadata_mut());
+        let metadata = std::mem::take(object.meta_mut());
         // Serialising a k8s-openapi object cannot fail (string keys only); should it,
         // the body stays empty and `unpack` reports it.
         let body = serde_json::to_vec(&object).unwrap_or_default();
@@ -89,11 +89,11 @@ where
     pub fn unpack(&self) -> Option<K> {
         match serde_json::from_slice::<K>(&self.body) {
             Ok(mut object) => {
-                *object.metadata_mut() = self.metadata.clone();
+                *object.meta_mut() = self.metadata.clone();
                 Some(object)
             }
             Err(e) => {
-                warn!(kind = K::KIND, name = ?self.metadata.name, error = %e,
+                warn!(kind = %K::kind(&()), name = ?self.metadata.name, error = %e,
                     "a cached object does not read back; treated as not cached");
                 None
             }
@@ -101,23 +101,37 @@ where
     }
 }
 
-impl<K: k8s_openapi::Resource, S> k8s_openapi::Resource for Compact<K, S> {
-    const API_VERSION: &'static str = K::API_VERSION;
-    const GROUP: &'static str = K::GROUP;
-    const KIND: &'static str = K::KIND;
-    const VERSION: &'static str = K::VERSION;
-    const URL_PATH_SEGMENT: &'static str = K::URL_PATH_SEGMENT;
+/// A compact object is a resource of its kind (CustomResources included: the
+/// dynamic type is `()`), found at the same URLs and owned by the same references.
+impl<K: kube::Resource<DynamicType = ()>, S> kube::Resource for Compact<K, S> {
+    type DynamicType = ();
     type Scope = K::Scope;
-}
 
-impl<K: k8s_openapi::Resource, S> k8s_openapi::Metadata for Compact<K, S> {
-    type Ty = ObjectMeta;
+    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::kind(dt)
+    }
 
-    fn metadata(&self) -> &ObjectMeta {
+    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::group(dt)
+    }
+
+    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::version(dt)
+    }
+
+    fn api_version(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::api_version(dt)
+    }
+
+    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
         &self.metadata
     }
 
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
         &mut self.metadata
     }
 }
@@ -126,7 +140,7 @@ impl<K: k8s_openapi::Resource, S> k8s_openapi::Metadata for Compact<K, S> {
 /// decodes into).
 impl<'de, K, S> Deserialize<'de> for Compact<K, S>
 where
-    K: k8s_openapi::Metadata<Ty = ObjectMeta> + Serialize + DeserializeOwned,
+    K: kube::Resource<DynamicType = ()> + Serialize + DeserializeOwned,
     S: Summary<K>,
 {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -139,7 +153,7 @@ pub fn pack_event<K, S>(
     event: kube::runtime::watcher::Event<K>,
 ) -> kube::runtime::watcher::Event<Compact<K, S>>
 where
-    K: k8s_openapi::Metadata<Ty = ObjectMeta> + Serialize + DeserializeOwned,
+    K: kube::Resource<DynamicType = ()> + Serialize + DeserializeOwned,
     S: Summary<K>,
 {
     use kube::runtime::watcher::Event;

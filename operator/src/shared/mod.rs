@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod cache;
+pub mod cached_bot;
 pub mod cached_pod;
 pub mod compact;
 pub mod conditions;

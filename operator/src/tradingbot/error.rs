@@ -31,6 +31,10 @@ pub enum Error {
     /// Serialisation of an object failed.
     #[error("serialisation: {0}")]
     Serde(#[from] serde_json::Error),
+    /// The bot as the store keeps it does not read back (no packed bot does; logged
+    /// with the reason where it happens).
+    #[error("the cached TradingBot does not read back")]
+    Unreadable,
 }
 
 impl Error {
@@ -47,6 +51,7 @@ impl Error {
             Error::Token(_) => "token",
             Error::Finalizer(_) => "finalizer",
             Error::Serde(_) => "serde",
+            Error::Unreadable => "unreadable",
         }
     }
 }

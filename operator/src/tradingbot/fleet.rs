@@ -40,6 +40,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::decide::{self, FleetSwitch};
 use super::emergency::StopsRunning;
+use crate::shared::cached_bot::CachedBot;
 
 pub use super::decide::FLEET_LABEL;
 
@@ -65,7 +66,7 @@ pub fn namespace_watch_config(namespace: Option<&str>) -> watcher::Config {
 pub struct Fleet {
     namespaces: Store<PartialObjectMeta<Namespace>>,
     namespaces_ready: Arc<AtomicBool>,
-    bots: Store<TradingBot>,
+    bots: Store<CachedBot>,
     /// Permits of routine reconciles.
     routine: Arc<Semaphore>,
     /// Woken whenever a stop (spec or namespace) is seen by a watch.
@@ -87,7 +88,7 @@ impl Fleet {
     /// Creates the state: `routine_slots` routine reconciles at once (0: no limit).
     pub fn new(
         namespaces: Store<PartialObjectMeta<Namespace>>,
-        bots: Store<TradingBot>,
+        bots: Store<CachedBot>,
         routine_slots: u16,
     ) -> Self {
         let slots = if routine_slots == 0 {
@@ -142,16 +143,24 @@ impl Fleet {
     /// Whether an emergency stop of this bot is wanted now, by the newest state the
     /// watches have seen (the controller's store of bots, the namespace store).
     pub fn stop_wanted_now(&self, bot: &TradingBot) -> bool {
-        let latest = self.bots.get(&ObjectRef::from_obj(bot));
-        let bot = latest.as_deref().unwrap_or(bot);
         let ns = bot.namespace().unwrap_or_default();
+        let latest = self.bots.get(&ObjectRef::new(&bot.name_any()).within(&ns));
+        let (deleting, stop) = match latest.as_deref() {
+            Some(cached) => (
+                cached.metadata.deletion_timestamp.is_some(),
+                cached.summary.emergency_stop,
+            ),
+            None => (
+                bot.metadata.deletion_timestamp.is_some(),
+                bot.spec.emergency_stop,
+            ),
+        };
         let fleet = if self.namespaces_ready.load(Ordering::SeqCst) {
             FleetSwitch::from(self.cached_switch(&ns))
         } else {
             FleetSwitch::Unknown
         };
-        bot.metadata.deletion_timestamp.is_none()
-            && decide::stop_trigger(bot.spec.emergency_stop, fleet).is_some()
+        !deleting && decide::stop_trigger(stop, fleet).is_some()
     }
 
     /// Waits for a routine permit; gives way at once when a stop of `bot` is seen
@@ -181,13 +190,13 @@ impl Fleet {
 
     /// Every bot of a namespace in the controller's store (the namespace's switch
     /// changed).
-    pub fn bots_in(&self, namespace: &str) -> Vec<ObjectRef<TradingBot>> {
+    pub fn bots_in(&self, namespace: &str) -> Vec<ObjectRef<CachedBot>> {
         bots_in(&self.bots, namespace)
     }
 }
 
 /// Every bot of `namespace` in `store`.
-pub fn bots_in(store: &Store<TradingBot>, namespace: &str) -> Vec<ObjectRef<TradingBot>> {
+pub fn bots_in(store: &Store<CachedBot>, namespace: &str) -> Vec<ObjectRef<CachedBot>> {
     store
         .state()
         .iter()
@@ -268,9 +277,9 @@ mod tests {
 
     #[test]
     fn a_namespace_maps_to_its_own_bots_only() {
-        let (store, mut writer) = reflector::store::<TradingBot>();
+        let (store, mut writer) = reflector::store::<CachedBot>();
         for (ns, name) in [("a", "x"), ("a", "y"), ("b", "x")] {
-            writer.apply_watcher_event(&Event::Apply(bot(ns, name)));
+            writer.apply_watcher_event(&Event::Apply(CachedBot::pack(bot(ns, name))));
         }
         let mut got: Vec<String> = bots_in(&store, "a")
             .into_iter()
@@ -284,11 +293,11 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_routine_reconcile_gives_way_to_a_stop() {
         let (namespaces, mut ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
-        let (bots, mut bot_writer) = reflector::store::<TradingBot>();
+        let (bots, mut bot_writer) = reflector::store::<CachedBot>();
         ns_writer.apply_watcher_event(&Event::Init);
         ns_writer.apply_watcher_event(&Event::InitDone);
         let b = bot("a", "x");
-        bot_writer.apply_watcher_event(&Event::Apply(b.clone()));
+        bot_writer.apply_watcher_event(&Event::Apply(CachedBot::pack(b.clone())));
         let fleet = Fleet::new(namespaces, bots, 1);
         // wait until the (empty) namespace store counts as ready
         for _ in 0..100 {
@@ -312,7 +321,7 @@ mod tests {
         // ...until a stop of its bot is seen: it gives way without the slot.
         let mut stopped = b.clone();
         stopped.spec.emergency_stop = true;
-        bot_writer.apply_watcher_event(&Event::Apply(stopped));
+        bot_writer.apply_watcher_event(&Event::Apply(CachedBot::pack(stopped)));
         fleet.stop_seen();
         let gave_way = tokio::time::timeout(std::time::Duration::from_secs(2), waiter)
             .await

@@ -42,6 +42,7 @@ use kube::runtime::{WatchStreamExt, controller};
 use tracing::{debug, warn};
 
 use crate::shared::cache::Stores;
+use crate::shared::cached_bot::CachedBot;
 use crate::shared::compact::Compact;
 use crate::shared::context::Context;
 use error::Error;
@@ -55,10 +56,13 @@ pub const CONTROLLER: &str = "tradingbot";
 pub const STATUS_MANAGER: &str = "iq720-operator-tradingbot";
 
 async fn reconcile(
-    bot: Arc<TradingBot>,
+    cached: Arc<CachedBot>,
     ctx: Arc<Context>,
     fleet: fleet::Fleet,
 ) -> Result<Action, Error> {
+    // The store keeps bots packed; this reconcile works on its bot whole.
+    let bot = Arc::new(cached.unpack().ok_or(Error::Unreadable)?);
+    drop(cached);
     let ns = bot.namespace().unwrap_or_default();
     let deleting = bot.metadata.deletion_timestamp.is_some();
     let switch = if deleting {
@@ -105,7 +109,7 @@ async fn reconcile(
     })
 }
 
-fn error_policy(bot: Arc<TradingBot>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(bot: Arc<CachedBot>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(bot = %bot.name_any(), namespace = ?bot.namespace(), error = %error, "reconcile failed");
     ctx.metrics
         .reconcile_failure(CONTROLLER, error.metric_label());
@@ -130,7 +134,6 @@ fn cached_watch<K, S>(
 )
 where
     K: kube::Resource<DynamicType = ()>
-        + k8s_openapi::Metadata<Ty = kube::api::ObjectMeta>
         + Clone
         + std::fmt::Debug
         + serde::Serialize
@@ -269,8 +272,11 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let bots: Api<TradingBot> = scoped(&client, &namespace);
     let bot_events = reflector(
         bot_writer,
-        watcher(bots, watcher::Config::default().page_size(LIST_PAGE))
-            .modify(|b: &mut TradingBot| b.managed_fields_mut().clear()),
+        watcher(bots, watcher::Config::default().page_size(LIST_PAGE)).map_ok(|event| {
+            crate::shared::compact::pack_event(
+                event.modify(|b: &mut TradingBot| b.managed_fields_mut().clear()),
+            )
+        }),
     );
     let bot_stream = ctx
         .tradingbots
@@ -278,7 +284,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .applied_objects()
         .inspect(move |bot| {
             if let Ok(bot) = bot
-                && bot.spec.emergency_stop
+                && bot.summary.emergency_stop
             {
                 seen.stop_seen();
             }
