@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::cache::{AppliedMemory, bytes_hash};
+use super::cache::{AppliedMemory, bytes_digest};
 
 /// Why an apply did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +137,7 @@ where
     // The hash is taken of the serialised bytes (no JSON tree is built for an apply
     // that is skipped, which is nearly every one: this runs at every poll of every bot).
     let bytes = serde_json::to_vec(obj).map_err(serde_err)?;
-    let hash = bytes_hash(&bytes);
+    let hash = bytes_digest(&bytes);
     if memory.unchanged::<K>(existing.as_ref(), &ns, &name, &hash) {
         return Ok(false);
     }

@@ -190,7 +190,9 @@ where
 /// What an apply left behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Applied {
-    hash: String,
+    /// SHA-256 of the applied content (32 bytes, not 64 hex characters: one entry per
+    /// owned object, four per bot).
+    hash: Digest32,
     generation: Option<i64>,
     resource_version: Option<String>,
     /// The object as the cache showed it when this process applied (generation,
@@ -222,9 +224,17 @@ pub fn content_hash(value: &serde_json::Value) -> String {
     bytes_hash(value.to_string().as_bytes())
 }
 
+/// A SHA-256 digest.
+pub type Digest32 = [u8; 32];
+
+/// SHA-256 of serialised content, as bytes.
+pub fn bytes_digest(bytes: &[u8]) -> Digest32 {
+    Sha256::digest(bytes).into()
+}
+
 /// SHA-256 (hex) of serialised content.
 pub fn bytes_hash(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
+    let digest = bytes_digest(bytes);
     let mut hex = String::with_capacity(2 * digest.len());
     for b in digest {
         hex.push(char::from(HEX[usize::from(b >> 4)]));
@@ -262,7 +272,7 @@ impl AppliedMemory {
         cached: Option<&kube::api::ObjectMeta>,
         namespace: &str,
         name: &str,
-        hash: &str,
+        hash: &Digest32,
     ) -> bool {
         let why = |reason: &str| {
             tracing::debug!(kind = %K::kind(&()), namespace, name, reason, "applying");
@@ -277,7 +287,7 @@ impl AppliedMemory {
         let Some(prev) = map.get(&key::<K>(namespace, name)) else {
             return why("not applied by this process yet");
         };
-        if prev.hash != hash {
+        if prev.hash != *hash {
             return why("the desired content changed");
         }
         prev.matches(cached) || why("the cached object differs from the one last applied")
@@ -289,7 +299,7 @@ impl AppliedMemory {
         &self,
         stored: &K,
         before: Option<&kube::api::ObjectMeta>,
-        hash: &str,
+        hash: &Digest32,
     ) {
         let meta = stored.meta();
         let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
@@ -299,7 +309,7 @@ impl AppliedMemory {
             map.insert(
                 key::<K>(ns, name),
                 Applied {
-                    hash: hash.to_string(),
+                    hash: *hash,
                     generation: meta.generation,
                     resource_version: meta.resource_version.clone(),
                     before: before.map(|b| (b.generation, b.resource_version.clone())),
@@ -396,11 +406,13 @@ pub fn slim_stateful_set(sts: &mut StatefulSet) {
 }
 
 /// Drops from a cached object's metadata what no reader of a metadata-only store
-/// uses: managedFields and labels (the stores are selected by label already; an
-/// apply needs the owner, generation, resourceVersion and annotations).
+/// uses: managedFields, labels (the stores are selected by label already) and the uid
+/// (the store and the owner mapping key objects by name; an apply needs the owner,
+/// generation, resourceVersion and annotations).
 pub fn slim_meta(meta: &mut kube::api::ObjectMeta) {
     meta.managed_fields = None;
     meta.labels = None;
+    meta.uid = None;
 }
 
 /// Per object, the hash of a desired state last confirmed in a live process and when,
@@ -487,6 +499,9 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const H: Digest32 = [1; 32];
+    const H2: Digest32 = [2; 32];
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use kube::ResourceExt;
     use kube::api::ObjectMeta;
@@ -530,60 +545,60 @@ mod tests {
     fn skips_only_when_content_and_object_are_unchanged() {
         let m = AppliedMemory::default();
         assert!(
-            !m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", "h"),
+            !m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", &H),
             "never applied"
         );
-        m.record(&cm("1"), None, "h");
-        assert!(m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", "h"));
+        m.record(&cm("1"), None, &H);
+        assert!(m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", &H));
         assert!(
-            !m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", "h2"),
+            !m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", &H2),
             "new content"
         );
         assert!(
-            !m.unchanged::<ConfigMap>(Some(&cm("2").metadata), "ns", "b-config", "h"),
+            !m.unchanged::<ConfigMap>(Some(&cm("2").metadata), "ns", "b-config", &H),
             "changed by someone"
         );
         assert!(
-            !m.unchanged::<ConfigMap>(None, "ns", "b-config", "h"),
+            !m.unchanged::<ConfigMap>(None, "ns", "b-config", &H),
             "deleted"
         );
         // StatefulSets: the status changes the resourceVersion, not the generation
-        m.record(&sts(3, "10"), None, "s");
-        assert!(m.unchanged::<StatefulSet>(Some(&sts(3, "11").metadata), "ns", "b", "s"));
-        assert!(!m.unchanged::<StatefulSet>(Some(&sts(4, "12").metadata), "ns", "b", "s"));
+        m.record(&sts(3, "10"), None, &H);
+        assert!(m.unchanged::<StatefulSet>(Some(&sts(3, "11").metadata), "ns", "b", &H));
+        assert!(!m.unchanged::<StatefulSet>(Some(&sts(4, "12").metadata), "ns", "b", &H));
         m.forget_owner("uid-other");
         assert!(
-            m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", "h"),
+            m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", &H),
             "another owner"
         );
         m.forget_owner("uid-b");
-        assert!(!m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", "h"));
-        assert!(!m.unchanged::<StatefulSet>(Some(&sts(3, "11").metadata), "ns", "b", "s"));
+        assert!(!m.unchanged::<ConfigMap>(Some(&cm("1").metadata), "ns", "b-config", &H));
+        assert!(!m.unchanged::<StatefulSet>(Some(&sts(3, "11").metadata), "ns", "b", &H));
     }
 
     #[test]
     fn a_cache_behind_the_own_apply_is_not_a_change() {
         let m = AppliedMemory::default();
         // The cache showed rv 5; this process applied new content, answered with rv 6.
-        m.record(&cm("6"), Some(&cm("5").metadata), "h");
+        m.record(&cm("6"), Some(&cm("5").metadata), &H);
         assert!(
-            m.unchanged::<ConfigMap>(Some(&cm("5").metadata), "ns", "b-config", "h"),
+            m.unchanged::<ConfigMap>(Some(&cm("5").metadata), "ns", "b-config", &H),
             "the watch has not delivered the own apply yet"
         );
-        assert!(m.unchanged::<ConfigMap>(Some(&cm("6").metadata), "ns", "b-config", "h"));
+        assert!(m.unchanged::<ConfigMap>(Some(&cm("6").metadata), "ns", "b-config", &H));
         assert!(
-            !m.unchanged::<ConfigMap>(Some(&cm("7").metadata), "ns", "b-config", "h"),
+            !m.unchanged::<ConfigMap>(Some(&cm("7").metadata), "ns", "b-config", &H),
             "someone else's write"
         );
         assert!(
-            !m.unchanged::<ConfigMap>(Some(&cm("5").metadata), "ns", "b-config", "h2"),
+            !m.unchanged::<ConfigMap>(Some(&cm("5").metadata), "ns", "b-config", &H2),
             "new desired content"
         );
         // StatefulSets by generation: the one applied over, or the one applied.
-        m.record(&sts(4, "20"), Some(&sts(3, "19").metadata), "s");
-        assert!(m.unchanged::<StatefulSet>(Some(&sts(3, "19").metadata), "ns", "b", "s"));
-        assert!(m.unchanged::<StatefulSet>(Some(&sts(4, "21").metadata), "ns", "b", "s"));
-        assert!(!m.unchanged::<StatefulSet>(Some(&sts(5, "22").metadata), "ns", "b", "s"));
+        m.record(&sts(4, "20"), Some(&sts(3, "19").metadata), &H);
+        assert!(m.unchanged::<StatefulSet>(Some(&sts(3, "19").metadata), "ns", "b", &H));
+        assert!(m.unchanged::<StatefulSet>(Some(&sts(4, "21").metadata), "ns", "b", &H));
+        assert!(!m.unchanged::<StatefulSet>(Some(&sts(5, "22").metadata), "ns", "b", &H));
     }
 
     #[test]

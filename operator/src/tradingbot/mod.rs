@@ -179,6 +179,7 @@ where
         watcher(api, config)
             .default_backoff()
             .modify(|o: &mut PartialObjectMeta<K>| {
+                o.types = None;
                 crate::shared::cache::slim_meta(&mut o.metadata);
             }),
     )
