@@ -499,12 +499,12 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const H: Digest32 = [1; 32];
-    const H2: Digest32 = [2; 32];
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use kube::ResourceExt;
     use kube::api::ObjectMeta;
+
+    const H: Digest32 = [1; 32];
+    const H2: Digest32 = [2; 32];
 
     fn owned_by(uid: &str) -> Option<Vec<OwnerReference>> {
         Some(vec![OwnerReference {

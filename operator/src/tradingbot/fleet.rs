@@ -144,7 +144,7 @@ impl Fleet {
     /// watches have seen (the controller's store of bots, the namespace store).
     pub fn stop_wanted_now(&self, bot: &TradingBot) -> bool {
         let ns = bot.namespace().unwrap_or_default();
-        let latest = self.bots.get(&ObjectRef::new(&bot.name_any()).within(&ns));
+        let latest = crate::shared::cache::lookup(&self.bots, &ns, &bot.name_any());
         let (deleting, stop) = match latest.as_deref() {
             Some(cached) => (
                 cached.metadata.deletion_timestamp.is_some(),
