@@ -193,6 +193,18 @@ refuses "at '/metrics': additional properties 'servicemonitor' not allowed" --se
 refuses "at '/grafana/dashboard/enabled': got string, want boolean" --set-string grafana.dashboard.enabled=yes
 refuses "at '/grafana/dashboard': additional properties 'enable' not allowed" --set grafana.dashboard.enable=true
 refuses "at '/grafana/dashboard/namespace': 'Monitoring' does not match pattern" --set grafana.dashboard.enabled=true --set grafana.dashboard.namespace=Monitoring
+refuses "at '/workerThreads': minimum: got 0, want 1" --set workerThreads=0
+refuses "at '/statusFiguresInterval': 'hourly' does not match pattern" --set statusFiguresInterval=hourly
+
+# Scale knobs (README "Scale"): the defaults the operator has, and a user's values.
+expect default "- --worker-threads=1$"
+expect default "- --max-concurrent-reconciles=32$"
+expect default "- --status-figures-interval=60s$"
+render scale --set workerThreads=2 --set maxConcurrentReconciles=64 --set statusFiguresInterval=5m
+expect scale "- --worker-threads=2$"
+expect scale "- --max-concurrent-reconciles=64$"
+expect scale "- --status-figures-interval=5m$"
+
 printf 'metrics:\n  podMonitor:\n    enabled: true\n    intervall: 30s\n' > "$OUT/typo-values.yaml"
 refuses "at '/metrics/podMonitor': additional properties 'intervall' not allowed" -f "$OUT/typo-values.yaml"
 
