@@ -12,6 +12,9 @@ use crate::common::{LocalRef, SecretRef};
 
 /// Default image repository of the bot.
 pub const DEFAULT_BOT_IMAGE: &str = "ghcr.io/iq720/iq720-bot";
+/// Label naming the TradingBot an object belongs to: the objects the operator makes
+/// for it, its pods and its restore-drill pods.
+pub const BOT_LABEL: &str = "trading.iq720.io/bot";
 /// Annotation asking for an API token rotation now: each distinct value rotates once
 /// (inside an allowed maintenance window when the bot is selected by one), for example
 /// `kubectl annotate tb NAME trading.iq720.io/rotate-keys="$(date +%s)" --overwrite`.

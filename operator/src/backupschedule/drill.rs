@@ -39,7 +39,7 @@ use crate::shared::context::Context;
 /// Label on drill pods (value: the BackupSchedule's name).
 pub const DRILL_LABEL: &str = "trading.iq720.io/restore-drill";
 /// Label on drill pods naming the bot drilled.
-pub const BOT_LABEL: &str = "trading.iq720.io/bot";
+pub use iq720_crds::trading_bot::BOT_LABEL;
 /// Condition type of the last drill's outcome.
 pub const LAST_DRILL_SUCCEEDED: &str = "LastDrillSucceeded";
 /// Name of the drill pod's container.

@@ -26,6 +26,10 @@ use tracing::warn;
 pub trait Summary<K>: Clone + std::fmt::Debug + Send + Sync + 'static {
     /// The summary of `object`.
     fn of(object: &K) -> Self;
+
+    /// Drops from the packed object's metadata what the summary holds instead (run
+    /// after [`Summary::of`]); nothing by default.
+    fn trim(_meta: &mut ObjectMeta) {}
 }
 
 impl<K> Summary<K> for () {
@@ -72,7 +76,8 @@ where
     /// Keeps `object` compact: its metadata and summary typed, the rest as JSON.
     pub fn pack(mut object: K) -> Self {
         let summary = S::of(&object);
-        let metadata = std::mem::take(object.meta_mut());
+        let mut metadata = std::mem::take(object.meta_mut());
+        S::trim(&mut metadata);
         // Serialising a k8s-openapi object cannot fail (string keys only); should it,
         // the body stays empty and `unpack` reports it.
         let body = serde_json::to_vec(&object).unwrap_or_default();

@@ -301,8 +301,8 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .owns_stream(svc_stream)
         .owns_stream(np_stream)
         .watches_stream(pod_stream, |pod: crate::shared::cached_pod::CachedPod| {
-            let bot = pod.labels().get(build::labels::BOT_LABEL)?.clone();
-            Some(ObjectRef::new(&bot).within(&pod.namespace()?))
+            let bot = pod.summary.bot.as_deref()?;
+            Some(ObjectRef::new(bot).within(&pod.namespace()?))
         })
         .watches_stream(ns_stream, move |ns: PartialObjectMeta<Namespace>| {
             mapper.bots_in(&ns.name_any())

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 /// Label that names the TradingBot an object belongs to.
-pub const BOT_LABEL: &str = "trading.iq720.io/bot";
+pub use iq720_crds::trading_bot::BOT_LABEL;
 /// Container port name and number of the bot's HTTP API.
 pub const API_PORT_NAME: &str = "api";
 /// Container port of the bot's HTTP API.
