@@ -1040,3 +1040,10 @@ pub struct EmergencyStopStatus {
     #[serde(default)]
     pub positions_may_remain: bool,
 }
+
+impl EmergencyStopStatus {
+    /// A stop was requested and has not been cleared: the stop is still in force.
+    pub fn in_force(&self) -> bool {
+        self.cleared_at.is_none() && self.requested_at.is_some()
+    }
+}

@@ -72,10 +72,12 @@ pub enum BotApiError {
 
 /// How long a connection to a bot stays open unused: longer than the gaps between the
 /// calls of one reconcile (milliseconds), far shorter than any poll interval. Each
-/// open connection holds a socket and its buffers; at 1,000 bots polled every 10 s,
-/// 2 s kept about 200–400 of them open (heap profile, README "Scale"), 250 ms
-/// about 25–50.
-const IDLE_CONNECTION: Duration = Duration::from_millis(250);
+/// open connection holds a socket, its buffers and its task (about 30 KiB in a heap
+/// profile); at 1,000 bots polled every 10 s, 2 s kept about 200–400 of them open,
+/// 250 ms about 25–50 (the pool closes idle connections at checks one timeout
+/// apart, so an idle connection lives up to twice the timeout). 90 ms is the pool's
+/// shortest check period: about 10–20 open between polls.
+const IDLE_CONNECTION: Duration = Duration::from_millis(90);
 
 /// A client for the control API of bots, shared by all reconciles.
 #[derive(Clone)]

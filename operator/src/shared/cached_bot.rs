@@ -16,12 +16,20 @@ use super::compact::{Compact, Summary};
 pub struct BotFacts {
     /// `spec.emergencyStop`.
     pub emergency_stop: bool,
+    /// `status.emergencyStop` records a stop not cleared yet (kept while the
+    /// namespace's switch cannot be read).
+    pub stop_in_force: bool,
 }
 
 impl Summary<TradingBot> for BotFacts {
     fn of(bot: &TradingBot) -> Self {
         Self {
             emergency_stop: bot.spec.emergency_stop,
+            stop_in_force: bot
+                .status
+                .as_ref()
+                .and_then(|s| s.emergency_stop.as_ref())
+                .is_some_and(|e| e.in_force()),
         }
     }
 }
@@ -59,10 +67,27 @@ mod tests {
         for stop in [false, true] {
             let cached = CachedBot::pack(bot(stop));
             assert_eq!(cached.summary.emergency_stop, stop);
+            assert!(!cached.summary.stop_in_force, "no stop recorded");
             let (back, original) = (cached.unpack().unwrap(), bot(stop));
             assert_eq!(back.metadata, original.metadata);
             assert_eq!(back.spec, original.spec);
             assert_eq!(back.status, original.status);
         }
+        let mut stopped = bot(true);
+        if let Some(st) = stopped.status.as_mut() {
+            st.emergency_stop = serde_json::from_value(serde_json::json!({
+                "requestedAt": "2026-12-07T00:00:00Z"
+            }))
+            .ok();
+        }
+        assert!(CachedBot::pack(stopped.clone()).summary.stop_in_force);
+        if let Some(e) = stopped
+            .status
+            .as_mut()
+            .and_then(|s| s.emergency_stop.as_mut())
+        {
+            e.cleared_at = e.requested_at.clone();
+        }
+        assert!(!CachedBot::pack(stopped).summary.stop_in_force, "cleared");
     }
 }

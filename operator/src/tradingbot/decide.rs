@@ -103,7 +103,14 @@ pub enum Plan {
 /// Whether the status records a stop that is in force (started, not cleared).
 fn stop_in_force(st: Option<&TradingBotStatus>) -> bool {
     st.and_then(|s| s.emergency_stop.as_ref())
-        .is_some_and(|e| e.cleared_at.is_none() && e.requested_at.is_some())
+        .is_some_and(|e| e.in_force())
+}
+
+/// Whether [`plan`] takes the emergency-stop path, told from `spec.emergencyStop`
+/// (`spec`) and whether the status has a stop in force (`in_force`) alone: what a
+/// reconcile decides from its packed bot before it waits for a routine permit.
+pub fn plans_stop(spec: bool, in_force: bool, fleet: FleetSwitch) -> bool {
+    stop_trigger(spec, fleet).is_some() || (fleet == FleetSwitch::Unknown && in_force)
 }
 
 /// Chooses the path. Emergency stop comes before validation; `spec.emergencyStop`
@@ -187,6 +194,31 @@ mod tests {
             s.extend(e.clone());
         }
         TradingBot::new("b", serde_json::from_value(spec).unwrap())
+    }
+
+    #[test]
+    fn plans_stop_agrees_with_the_plan() {
+        for spec in [false, true] {
+            for in_force in [false, true] {
+                for fleet in [FleetSwitch::On, FleetSwitch::Off, FleetSwitch::Unknown] {
+                    let mut b = bot(json!({"emergencyStop": spec}));
+                    if in_force {
+                        b.status = Some(TradingBotStatus {
+                            emergency_stop: Some(iq720_crds::trading_bot::EmergencyStopStatus {
+                                requested_at: Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        });
+                    }
+                    assert_eq!(
+                        plans_stop(spec, in_force, fleet),
+                        matches!(plan(&b, fleet, &[]), Plan::EmergencyStop(_)),
+                        "spec {spec}, in force {in_force}, {fleet:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

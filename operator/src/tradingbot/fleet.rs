@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::Stream;
 use iq720_crds::TradingBot;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, PartialObjectMeta};
+use kube::api::{Api, ObjectMeta, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{PredicateConfig, WatchStreamExt};
@@ -143,20 +143,24 @@ impl Fleet {
     /// Whether an emergency stop of this bot is wanted now, by the newest state the
     /// watches have seen (the controller's store of bots, the namespace store).
     pub fn stop_wanted_now(&self, bot: &TradingBot) -> bool {
-        let ns = bot.namespace().unwrap_or_default();
-        let latest = crate::shared::cache::lookup(&self.bots, &ns, &bot.name_any());
+        self.stop_wanted_for(&bot.metadata, bot.spec.emergency_stop)
+    }
+
+    /// [`Self::stop_wanted_now`] for the bot with `meta`, whose `spec.emergencyStop`
+    /// is `spec_stop` unless the store knows better.
+    fn stop_wanted_for(&self, meta: &ObjectMeta, spec_stop: bool) -> bool {
+        let ns = meta.namespace.as_deref().unwrap_or_default();
+        let name = meta.name.as_deref().unwrap_or_default();
+        let latest = crate::shared::cache::lookup(&self.bots, ns, name);
         let (deleting, stop) = match latest.as_deref() {
             Some(cached) => (
                 cached.metadata.deletion_timestamp.is_some(),
                 cached.summary.emergency_stop,
             ),
-            None => (
-                bot.metadata.deletion_timestamp.is_some(),
-                bot.spec.emergency_stop,
-            ),
+            None => (meta.deletion_timestamp.is_some(), spec_stop),
         };
         let fleet = if self.namespaces_ready.load(Ordering::SeqCst) {
-            FleetSwitch::from(self.cached_switch(&ns))
+            FleetSwitch::from(self.cached_switch(ns))
         } else {
             FleetSwitch::Unknown
         };
@@ -165,14 +169,14 @@ impl Fleet {
 
     /// Waits for a routine permit; gives way at once when a stop of `bot` is seen
     /// meanwhile. The permit is waited for in one queue position (fair order).
-    pub async fn routine_permit(&self, bot: &TradingBot) -> Turn {
+    pub async fn routine_permit(&self, bot: &CachedBot) -> Turn {
         let acquire = self.routine.clone().acquire_owned();
         tokio::pin!(acquire);
         loop {
             let woken = self.stop_seen.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            if self.stop_wanted_now(bot) {
+            if self.stop_wanted_for(&bot.metadata, bot.summary.emergency_stop) {
                 return Turn::GiveWay;
             }
             tokio::select! {
@@ -306,14 +310,15 @@ mod tests {
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        let held = match fleet.routine_permit(&b).await {
+        let packed = CachedBot::pack(b.clone());
+        let held = match fleet.routine_permit(&packed).await {
             Turn::Go(p) => p,
             Turn::GiveWay => panic!("no stop is wanted"),
         };
         // A second routine reconcile waits for the only slot...
         let waiter = {
             let fleet = fleet.clone();
-            let b = b.clone();
+            let b = packed.clone();
             tokio::spawn(async move { matches!(fleet.routine_permit(&b).await, Turn::GiveWay) })
         };
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -60,11 +60,8 @@ async fn reconcile(
     ctx: Arc<Context>,
     fleet: fleet::Fleet,
 ) -> Result<Action, Error> {
-    // The store keeps bots packed; this reconcile works on its bot whole.
-    let bot = Arc::new(cached.unpack().ok_or(Error::Unreadable)?);
-    drop(cached);
-    let ns = bot.namespace().unwrap_or_default();
-    let deleting = bot.metadata.deletion_timestamp.is_some();
+    let ns = cached.namespace().unwrap_or_default();
+    let deleting = cached.metadata.deletion_timestamp.is_some();
     let switch = if deleting {
         Ok(false)
     } else {
@@ -76,19 +73,21 @@ async fn reconcile(
     };
     // The priority path: an emergency stop takes no permit, so it never waits behind
     // routine reconciles (which may be waiting on slow bots).
-    let stop = !deleting
-        && matches!(
-            decide::plan(&bot, known, &[]),
-            decide::Plan::EmergencyStop(_)
-        );
+    let facts = cached.summary;
+    let stop = !deleting && decide::plans_stop(facts.emergency_stop, facts.stop_in_force, known);
     let _permit = if stop {
         None
     } else {
-        match fleet.routine_permit(&bot).await {
+        match fleet.routine_permit(&cached).await {
             fleet::Turn::Go(permit) => Some(permit),
             fleet::Turn::GiveWay => return Ok(Action::requeue(Duration::ZERO)),
         }
     };
+    // The store keeps bots packed; the bot is unpacked only now: while the operator is
+    // behind, every bot may have a reconcile waiting above for its permit, and each
+    // holding its bot whole (a few KiB) raised the operator's peak memory.
+    let bot = Arc::new(cached.unpack().ok_or(Error::Unreadable)?);
+    drop(cached);
     let _measure = ctx.metrics.count_and_measure(CONTROLLER);
     let api: Api<TradingBot> = Api::namespaced(ctx.client.clone(), &ns);
     // Boxed: the controller's concurrency is unbounded, so when the operator is behind

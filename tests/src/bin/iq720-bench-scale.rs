@@ -68,6 +68,12 @@ struct Args {
     /// Seconds without any TradingBot change that count as settled (before the idle window).
     #[arg(long, default_value_t = 30)]
     settle_seconds: u64,
+    /// Seconds after the pause before the bots may count as settled: the operator's
+    /// figures interval (60 s) and one poll (10 s), so that figures deferred when the
+    /// bots paused have been written before the idle window (with a shorter wait a
+    /// quickly settling fleet, e.g. N=400, showed each bot's deferred write in it).
+    #[arg(long, default_value_t = 70)]
+    settle_after: u64,
     /// Clock ticks per second of /proc/<pid>/stat times (`getconf CLK_TCK`).
     #[arg(long, default_value_t = 100)]
     clk_tck: u32,
@@ -573,7 +579,10 @@ async fn bench(args: Args) -> Fallible<()> {
             last = now;
             same_since = Instant::now();
         }
-        if paused >= n && same_since.elapsed() >= Duration::from_secs(args.settle_seconds) {
+        if paused >= n
+            && same_since.elapsed() >= Duration::from_secs(args.settle_seconds)
+            && t_pause.elapsed() >= Duration::from_secs(args.settle_after)
+        {
             break true;
         }
         if Instant::now() > settle_deadline {
@@ -586,9 +595,10 @@ async fn bench(args: Args) -> Fallible<()> {
         "idle: pause -> all Paused (or Halted by risk) and no TradingBot change".into(),
         if settled {
             format!(
-                "{:.0} s (settled = {} s without a change; {halted_bots} Halted by their risk limit)",
+                "{:.0} s (settled = {} s without a change, at least {} s after the pause; {halted_bots} Halted by their risk limit)",
                 t_pause.elapsed().as_secs_f64(),
-                args.settle_seconds
+                args.settle_seconds,
+                args.settle_after
             )
         } else {
             "did NOT settle (measured anyway)".to_string()
