@@ -1047,3 +1047,12 @@ impl EmergencyStopStatus {
         self.cleared_at.is_none() && self.requested_at.is_some()
     }
 }
+
+impl TradingBotStatus {
+    /// The status records an emergency stop that is in force (started, not cleared).
+    pub fn stop_in_force(&self) -> bool {
+        self.emergency_stop
+            .as_ref()
+            .is_some_and(EmergencyStopStatus::in_force)
+    }
+}

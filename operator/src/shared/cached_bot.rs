@@ -7,7 +7,7 @@
 //! status are one buffer of JSON; a reconcile unpacks the bot it works on (a couple of
 //! KiB parsed, once per reconcile).
 
-use iq720_crds::TradingBot;
+use iq720_crds::{TradingBot, TradingBotStatus};
 
 use super::compact::{Compact, Summary};
 
@@ -28,8 +28,7 @@ impl Summary<TradingBot> for BotFacts {
             stop_in_force: bot
                 .status
                 .as_ref()
-                .and_then(|s| s.emergency_stop.as_ref())
-                .is_some_and(|e| e.in_force()),
+                .is_some_and(TradingBotStatus::stop_in_force),
         }
     }
 }

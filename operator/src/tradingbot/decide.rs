@@ -100,12 +100,6 @@ pub enum Plan {
     Run,
 }
 
-/// Whether the status records a stop that is in force (started, not cleared).
-fn stop_in_force(st: Option<&TradingBotStatus>) -> bool {
-    st.and_then(|s| s.emergency_stop.as_ref())
-        .is_some_and(|e| e.in_force())
-}
-
 /// Whether [`plan`] takes the emergency-stop path, told from `spec.emergencyStop`
 /// (`spec`) and whether the status has a stop in force (`in_force`) alone: what a
 /// reconcile decides from its packed bot before it waits for a routine permit.
@@ -120,7 +114,11 @@ pub fn plan(bot: &TradingBot, fleet: FleetSwitch, problems: &[String]) -> Plan {
     if let Some(trigger) = stop_trigger(bot.spec.emergency_stop, fleet) {
         Plan::EmergencyStop(trigger)
     } else if fleet == FleetSwitch::Unknown {
-        if stop_in_force(bot.status.as_ref()) {
+        if bot
+            .status
+            .as_ref()
+            .is_some_and(TradingBotStatus::stop_in_force)
+        {
             Plan::EmergencyStop(StopTrigger::Namespace)
         } else {
             Plan::FleetUnknown
