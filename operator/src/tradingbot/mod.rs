@@ -320,3 +320,33 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         })
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// While the operator is behind (1,000 bots starting or pausing), every bot has a
+    /// reconcile waiting for its routine permit as a task, so the size of the waiting
+    /// future is memory per bot. The pipeline and the apiserver read of the fleet
+    /// switch are boxed for that reason; unboxed, this future was 2,144 bytes.
+    #[tokio::test]
+    async fn a_waiting_reconcile_is_small() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let metrics = crate::shared::metrics::Metrics::new().unwrap();
+        let ctx = Arc::new(Context::new(client, metrics, Default::default(), None));
+        let (namespaces, _ns_writer) = reflector::store();
+        let (bots, _bot_writer) = reflector::store();
+        let fleet = fleet::Fleet::new(namespaces, bots, 32);
+        let bot: TradingBot = serde_json::from_value(serde_json::json!({
+            "apiVersion": "trading.iq720.io/v1alpha1", "kind": "TradingBot",
+            "metadata": {"name": "alpha", "namespace": "trading"},
+            "spec": {"version": "1.0.0", "pairs": ["BTC/USDT"]}
+        }))
+        .unwrap();
+        let waiting = reconcile(Arc::new(CachedBot::pack(bot)), ctx, fleet);
+        let size = std::mem::size_of_val(&waiting);
+        assert!(size <= 768, "a waiting reconcile is {size} bytes");
+    }
+}
