@@ -4,8 +4,8 @@
 //! Why: the store holds the operator's one full copy of every bot, and a typed
 //! `TradingBot` is 2.5 KiB of mostly empty inline fields before its strings (3.7 KiB a
 //! bot in a heap profile at 300 bots, the largest entry per bot). Packed, the spec and
-//! status are one buffer of JSON; a reconcile unpacks the bot it works on (a couple of
-//! KiB parsed, once per reconcile).
+//! status are one buffer of deflated JSON; a reconcile unpacks the bot it works on (a
+//! couple of KiB inflated and parsed, once per reconcile).
 
 use iq720_crds::{TradingBot, TradingBotStatus};
 
