@@ -16,8 +16,8 @@ use tracing_subscriber::EnvFilter;
 /// of its anonymous memory as freed-but-held heap. Measured with the same release
 /// binary on 200 paused bots, 80 s after start: RSS 53.2 MiB with glibc, 42.4 MiB with
 /// jemalloc (anonymous 35.5 -> 23.3 MiB); see README "Scale". Its run-time options
-/// (one arena, a background thread returning freed pages after a second) are compiled
-/// in from `.cargo/config.toml`.
+/// (one arena, a background thread returning freed pages after 250 ms) are compiled in
+/// from `.cargo/config.toml`.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
