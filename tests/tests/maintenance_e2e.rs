@@ -620,8 +620,11 @@ async fn operator_restart_inside_an_open_window_keeps_the_window_pause_then_rest
     // The operator dies inside the window; a new one starts.
     op.child.kill().await.unwrap();
     let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-mw-r2", &[]).await;
-    // Proof the new operator reconciled the bot: a hot change reaches it...
+    // Proof the new operator reconciled the bot: a hot change reaches it, and the
+    // window's pause holds at every look on the way (recomputed from the window, not
+    // remembered; the handover never lifts it).
     merge_patch(&e, "r", json!({"risk": {"maxPositions": 6}})).await;
+    let generation = bots(&e).get("r").await.unwrap().metadata.generation;
     let (addr, token) = bot_addr_token(&e, "r").await;
     poll_until(
         "hot change through the new operator",
@@ -630,6 +633,11 @@ async fn operator_restart_inside_an_open_window_keeps_the_window_pause_then_rest
         || {
             let (addr, token) = (addr.clone(), token.clone());
             async move {
+                let (_, s) = bot_api(&addr, &token, "GET", "/api/v1/status", "").await;
+                assert_eq!(
+                    s["paused"], true,
+                    "the pause was lifted during the handover"
+                );
                 let (_, cfg) = bot_api(&addr, &token, "GET", "/api/v1/config", "").await;
                 (cfg["risk"]["maxPositions"] == 6).then_some(())
             }
@@ -637,10 +645,23 @@ async fn operator_restart_inside_an_open_window_keeps_the_window_pause_then_rest
     )
     .await
     .unwrap_or_else(|err| panic!("{err}\n{}", tail(&op)));
-    // ...and the window's pause holds (recomputed from the window, not remembered).
+    // The new operator's status for that generation reports the pause. (The bot may
+    // hold the new config before the status write that follows it lands, and the old
+    // operator may have died before writing Paused=True: hence the wait.)
+    wait_bot(
+        &e,
+        "r",
+        "Paused=True written by the new operator",
+        move |b| {
+            b.status
+                .as_ref()
+                .is_some_and(|s| s.observed_generation == generation)
+                && condition(b, "Paused").as_deref() == Some("True")
+        },
+        &op,
+    )
+    .await;
     assert_eq!(bot_status(&e, "r").await["paused"], true);
-    let b = bots(&e).get("r").await.unwrap();
-    assert_eq!(condition(&b, "Paused").as_deref(), Some("True"));
 
     // The window closes: the new operator restores the spec's pause (none).
     patch_window(&e, "quiet", json!({"schedule": closed_schedule()})).await;
