@@ -336,6 +336,95 @@ async fn foreground_deletion_closes_positions_and_a_recreated_bot_trades() {
     teardown(e).await;
 }
 
+/// The deletion's cleanup can run twice: its own status write triggers a reconcile
+/// that may start before the finalizer's removal reaches the operator's cache. By then
+/// the garbage collector may have deleted the bot's token Secret (foreground deletion)
+/// while the pod still answers. CI once saw both `PositionsClosed` and
+/// `PositionsMayRemainOpen` on one deletion this way. The race is forced here: no
+/// operator runs, the test calls the cleanup itself, deletes the token Secret as the
+/// garbage collector would, and calls the cleanup again on the fresh object.
+#[tokio::test]
+async fn a_repeated_deletion_cleanup_closes_nothing_and_warns_nothing() {
+    use iq720_operator::shared::context::{Context, Settings};
+    use iq720_operator::shared::metrics::Metrics;
+    use iq720_operator::tradingbot::cleanup::{CLEANED_UP, cleanup};
+
+    let e = env().await;
+    let mut op = Operator::start(&e.kubeconfig, e.ns.name(), "op-safe-twice", &[]).await;
+    let client = e.cluster.client.clone();
+    apply_yaml(&client, Some(e.ns.name()), &bot_yaml("twice", ""))
+        .await
+        .unwrap();
+    wait_bot(
+        &e,
+        "twice",
+        "open positions",
+        |b| {
+            b.status
+                .as_ref()
+                .and_then(|s| s.open_positions)
+                .unwrap_or(0)
+                > 0
+        },
+        &op,
+    )
+    .await;
+    // From here only this test acts on the bot; the finalizer holds the deletion.
+    op.child.kill().await.unwrap();
+    bots(&e)
+        .delete("twice", &kube::api::DeleteParams::background())
+        .await
+        .unwrap();
+    let deleting = bots(&e).get("twice").await.unwrap();
+    assert!(deleting.metadata.deletion_timestamp.is_some());
+    let ctx = Context::new(
+        client.clone(),
+        Metrics::new().unwrap(),
+        Settings::default(),
+        None,
+    );
+    cleanup(&deleting, &ctx).await.unwrap();
+    bot_reports(&e, "twice", "flat and halted", |s| {
+        s["openPositions"] == 0 && s["halted"] == true
+    })
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), e.ns.name());
+    secrets
+        .delete("twice-api-token", &Default::default())
+        .await
+        .unwrap();
+    // The second run, on the object as it is now.
+    let again = bots(&e).get("twice").await.unwrap();
+    let st = again.status.clone().unwrap();
+    assert_eq!(st.open_positions, Some(0));
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", CLEANED_UP)
+    );
+    cleanup(&again, &ctx).await.unwrap();
+    let reasons = events(&e, "twice").await;
+    assert!(
+        reasons.iter().any(|r| r == "PositionsClosed"),
+        "{reasons:?}"
+    );
+    assert!(
+        !reasons.iter().any(|r| r == "PositionsMayRemainOpen"),
+        "a bot closed flat was announced as possibly open: {reasons:?}"
+    );
+    // The finalizer goes as the operator would let it go.
+    bots(&e)
+        .patch(
+            "twice",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    wait_deleted(&e, "twice", &op).await;
+    teardown(e).await;
+}
+
 /// One bad spec: a merge patch over a valid bot (or a bad name), and the words the
 /// admission error or the `InvalidSpec` message must contain.
 struct Case {
