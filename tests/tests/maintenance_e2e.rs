@@ -669,6 +669,89 @@ async fn operator_restart_inside_an_open_window_keeps_the_window_pause_then_rest
     teardown(e).await;
 }
 
+/// A bot write that changes nothing a window reads (an unrelated annotation here, as
+/// the figures a running bot writes about three times a minute would be) does not
+/// reconcile the windows of its namespace; a label change does, and the window's
+/// `selectedBots` follows it.
+#[tokio::test]
+async fn only_bot_changes_a_window_reads_reconcile_the_window() {
+    let e = env().await;
+    let op = Operator::start(&e.kubeconfig, e.ns.name(), "op-mw-trig", &[]).await;
+    let ns = Some(e.ns.name());
+    apply_yaml(
+        &e.cluster.client,
+        ns,
+        &window_yaml(
+            "sel",
+            &closed_schedule(),
+            "  botSelector: {matchLabels: {tier: prod}}\n",
+        ),
+    )
+    .await
+    .unwrap();
+    apply_yaml(
+        &e.cluster.client,
+        ns,
+        &bot_yaml("t", "").replace(
+            "metadata: {name: t}",
+            "metadata: {name: t, labels: {tier: prod}}",
+        ),
+    )
+    .await
+    .unwrap();
+    wait_bot(&e, "t", "Running", running, &op).await;
+    wait_window(
+        &e,
+        "sel",
+        "the bot selected",
+        |w| w.status.as_ref().is_some_and(|s| s.selected_bots == ["t"]),
+        &op,
+    )
+    .await;
+    let reconciles = "iq720_operator_reconciliations_total{controller=\"maintenancewindow\"}";
+    let before = op.metric(reconciles).await;
+    for i in 0..20 {
+        bots(&e)
+            .patch(
+                "t",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {"example.com/note": i.to_string()}}}),
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    // The label change comes after every annotation in the watch: once the window
+    // shows it, the operator has seen them all.
+    bots(&e)
+        .patch(
+            "t",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"tier": "dev"}}})),
+        )
+        .await
+        .unwrap();
+    wait_window(
+        &e,
+        "sel",
+        "the bot no longer selected",
+        |w| {
+            w.status
+                .as_ref()
+                .is_some_and(|s| s.selected_bots.is_empty())
+        },
+        &op,
+    )
+    .await;
+    let ran = op.metric(reconciles).await - before;
+    assert!(
+        (1.0..=3.0).contains(&ran),
+        "{ran} window reconciles for 20 annotation writes and one label change"
+    );
+    teardown(e).await;
+}
+
 // ------------------------------------------------------------ archives and log cleanup
 
 const S3_SECRET: &str = "mw-s3";

@@ -28,7 +28,7 @@ use futures::StreamExt;
 use iq720_crds::{MaintenanceWindow, TradingBot};
 use jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, PartialObjectMeta};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, reflector};
@@ -39,6 +39,7 @@ use tracing::{debug, info, warn};
 use crate::shared::context::Context;
 use crate::shared::gate;
 pub use crate::shared::window::until;
+use crate::shared::window_nudges;
 use error::{Error, Result};
 
 /// Name of this controller in metrics.
@@ -186,20 +187,14 @@ fn error_policy(mw: Arc<MaintenanceWindow>, error: &Error, state: Arc<State>) ->
 /// Runs the MaintenanceWindow controller until the stream ends.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let client = ctx.client.clone();
-    let (windows, bots): (Api<MaintenanceWindow>, Api<PartialObjectMeta<TradingBot>>) =
-        match &namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-        };
+    let windows: Api<MaintenanceWindow> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
     // Bots are read from the TradingBot controller's store (one full copy of the bots
-    // in the operator); this watch is metadata-only and only triggers: every change
-    // of a bot (labels, status, deletion) reaches it.
-    let bot_stream = watcher::watcher(bots, watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
+    // in the operator); that controller's watch nudges the windows of a namespace when
+    // a bot changes in a way a window reads ([`crate::shared::window_nudges`]).
+    let nudges = window_nudges::stream(ctx.window_nudges.subscribe());
     let config = controller::Config::default().concurrency(ctx.settings.max_concurrent_reconciles);
     // The store serves the gate's reads once it holds a full list.
     let (window_store, writer) = reflector::store();
@@ -216,17 +211,21 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let state = Arc::new(State { ctx: ctx.clone() });
     let mapper_store = window_store.clone();
     controller
-        // A bot's labels or MaintenancePending condition changed: its namespace's
-        // windows refresh selectedBots and deferredOperations.
-        .watches_stream(bot_stream, move |bot: PartialObjectMeta<TradingBot>| {
-            let ns = bot.namespace();
-            mapper_store
+        // A bot's labels, MaintenancePending condition, key rotation (...) changed or
+        // it is gone: the windows of its namespace refresh selectedBots and
+        // deferredOperations (and run tasks on a bot that became ready).
+        .reconcile_on(nudges.flat_map(move |nudge| {
+            let refs: Vec<ObjectRef<MaintenanceWindow>> = mapper_store
                 .state()
                 .into_iter()
-                .filter(|w| w.namespace() == ns)
+                .filter(|w| match &nudge {
+                    window_nudges::Nudge::All => true,
+                    window_nudges::Nudge::Namespace(ns) => w.namespace().as_ref() == Some(ns),
+                })
                 .map(|w| ObjectRef::from_obj(w.as_ref()))
-                .collect::<Vec<_>>()
-        })
+                .collect();
+            futures::stream::iter(refs)
+        }))
         .shutdown_on_signal()
         .run(reconcile, error_policy, state)
         .for_each(|res| async move {

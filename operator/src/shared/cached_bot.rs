@@ -7,9 +7,13 @@
 //! status are one buffer of deflated JSON; a reconcile unpacks the bot it works on (a
 //! couple of KiB inflated and parsed, once per reconcile).
 
+use std::hash::{Hash, Hasher};
+
+use iq720_crds::trading_bot::ROTATE_KEYS_ANNOTATION;
 use iq720_crds::{TradingBot, TradingBotStatus};
 
 use super::compact::{Compact, Summary};
+use super::gate::MAINTENANCE_PENDING;
 
 /// What the watches read of a bot at every event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +23,9 @@ pub struct BotFacts {
     /// `status.emergencyStop` records a stop not cleared yet (kept while the
     /// namespace's switch cannot be read).
     pub stop_in_force: bool,
+    /// A fingerprint of what a MaintenanceWindow reads of the bot ([`window_view`]):
+    /// a bot change that leaves it equal changes nothing in any window.
+    pub window_view: u64,
 }
 
 impl Summary<TradingBot> for BotFacts {
@@ -29,8 +36,48 @@ impl Summary<TradingBot> for BotFacts {
                 .status
                 .as_ref()
                 .is_some_and(TradingBotStatus::stop_in_force),
+            window_view: window_view(bot),
         }
     }
+}
+
+/// A fingerprint of what a MaintenanceWindow's reconcile reads of a bot: the labels
+/// its selector matches, whether the bot may run tasks (phase, emergency stop,
+/// deletion), the `MaintenancePending` condition (a deferred upgrade and since when)
+/// and the key-rotation state (a deferred rotation and when one falls due).
+///
+/// Why: a running bot's status changes at every figure write (PnL, positions, win
+/// rate: about three times a minute), and without this every such write reconciled
+/// every window of its namespace, each reading every bot there.
+pub fn window_view(bot: &TradingBot) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bot.metadata.labels.hash(&mut h);
+    bot.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ROTATE_KEYS_ANNOTATION))
+        .hash(&mut h);
+    bot.metadata.deletion_timestamp.is_some().hash(&mut h);
+    bot.spec.emergency_stop.hash(&mut h);
+    if let Some(st) = &bot.status {
+        st.phase.as_ref().map(std::mem::discriminant).hash(&mut h);
+        if let Some(c) = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == MAINTENANCE_PENDING)
+        {
+            (&c.status, c.last_transition_time.0.as_second()).hash(&mut h);
+        }
+        if let Some(k) = &st.api_keys {
+            k.rotation.is_some().hash(&mut h);
+            k.next_rotation
+                .as_ref()
+                .map(|t| t.0.as_second())
+                .hash(&mut h);
+            k.last_rotation_request.hash(&mut h);
+        }
+    }
+    h.finish()
 }
 
 /// A TradingBot as the store keeps it.
@@ -88,5 +135,43 @@ mod tests {
             e.cleared_at = e.requested_at.clone();
         }
         assert!(!CachedBot::pack(stopped).summary.stop_in_force, "cleared");
+    }
+
+    #[test]
+    fn the_window_view_ignores_figures_and_follows_what_a_window_reads() {
+        let base = bot(false);
+        let view = window_view(&base);
+        let mut figures = base.clone();
+        if let Some(st) = figures.status.as_mut() {
+            st.pnl = Some("+7.25".into());
+            st.open_positions = Some(4);
+        }
+        assert_eq!(
+            window_view(&figures),
+            view,
+            "figures are not read by windows"
+        );
+        let mut labelled = base.clone();
+        labelled.metadata.labels = Some([("tier".to_string(), "prod".to_string())].into());
+        assert_ne!(window_view(&labelled), view);
+        let mut pending = base.clone();
+        if let Some(st) = pending.status.as_mut() {
+            st.conditions.push(
+                serde_json::from_value(serde_json::json!({"type": MAINTENANCE_PENDING,
+                    "status": "True", "reason": "WaitingForWindow", "message": "upgrade",
+                    "lastTransitionTime": "2026-12-07T01:00:00Z"}))
+                .unwrap(),
+            );
+        }
+        assert_ne!(window_view(&pending), view);
+        let mut asked = base.clone();
+        asked.metadata.annotations =
+            Some([(ROTATE_KEYS_ANNOTATION.to_string(), "1".to_string())].into());
+        assert_ne!(window_view(&asked), view);
+        assert_ne!(
+            window_view(&bot(true)),
+            view,
+            "an emergency stop ends tasks"
+        );
     }
 }

@@ -100,6 +100,8 @@ pub struct Context {
     pub windows: WindowStore,
     /// TradingBots, for the controllers that read bots they do not reconcile.
     pub tradingbots: BotStore,
+    /// Bot changes that MaintenanceWindows read, from the TradingBot watch.
+    pub window_nudges: super::window_nudges::WindowNudges,
     /// When each object's status was last written (to bound figure-only writes) and
     /// when its figures were last read from the bot.
     figures: Arc<Mutex<HashMap<String, FigureTimes>>>,
@@ -149,6 +151,7 @@ impl Context {
             hot_confirmed: ConfirmedMemory::default(),
             windows: WindowStore::default(),
             tradingbots: BotStore::default(),
+            window_nudges: Default::default(),
             figures: Arc::new(Mutex::new(HashMap::new())),
         }
     }

@@ -25,3 +25,4 @@ pub mod s3;
 pub mod schedule;
 pub mod status;
 pub mod window;
+pub mod window_nudges;

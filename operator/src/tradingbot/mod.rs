@@ -278,9 +278,12 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             )
         }),
     );
+    let nudges = ctx.window_nudges.clone();
     let bot_stream = ctx
         .tradingbots
         .install_on_first_list(bot_events, bot_store.clone())
+        // after the store took the event: a nudged window reads the bot as it is now
+        .inspect_ok(move |event| nudges.observe(event))
         .applied_objects()
         .inspect(move |bot| {
             if let Ok(bot) = bot
