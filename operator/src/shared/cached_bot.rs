@@ -13,7 +13,7 @@ use iq720_crds::trading_bot::ROTATE_KEYS_ANNOTATION;
 use iq720_crds::{TradingBot, TradingBotStatus};
 
 use super::compact::{Compact, Summary};
-use super::gate::MAINTENANCE_PENDING;
+use super::conditions::MAINTENANCE_PENDING;
 
 /// What the watches read of a bot at every event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

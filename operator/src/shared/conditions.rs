@@ -2,6 +2,12 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+/// Condition a gated resource carries while a disruptive change waits for one of its
+/// windows (True: the message says what waits and when the window opens). Set by the
+/// controllers the gate ([`super::gate`]) holds back; read by the windows (and by the
+/// bot fingerprint windows are nudged on), hence here, with no dependency.
+pub const MAINTENANCE_PENDING: &str = "MaintenancePending";
+
 /// Sets a condition, keeping `lastTransitionTime` when its status does not change.
 /// Conditions stay sorted by type so that an unchanged status compares equal.
 pub fn set_condition(

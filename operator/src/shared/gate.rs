@@ -33,10 +33,7 @@ use super::window::WindowSchedule;
 use crate::shared::context::Context;
 use crate::shared::schedule::Schedule;
 
-/// Condition a gated resource carries while a disruptive change waits for one of its
-/// windows (True: the message says what waits and when the window opens). Defined
-/// here, by the gate, and reused by the controllers it gates.
-pub const MAINTENANCE_PENDING: &str = "MaintenancePending";
+pub use super::conditions::MAINTENANCE_PENDING;
 
 /// A disruptive operation that windows gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
