@@ -262,20 +262,7 @@ async fn emergency_stop_is_not_queued_behind_hanging_polls() {
     let mut all = hung.clone();
     all.push("target".into());
     create_running(&e, &all, &op).await;
-    wait_bot(
-        &e,
-        "target",
-        "open positions",
-        |b| {
-            b.status
-                .as_ref()
-                .and_then(|s| s.open_positions)
-                .unwrap_or(0)
-                > 0
-        },
-        &op,
-    )
-    .await;
+    wait_open_positions(&e, "target", &op).await;
 
     // Freeze the hanging bots' processes: their API accepts connections and never
     // answers, so every routine poll of them waits for the bot API timeout (3 s).

@@ -711,27 +711,11 @@ async fn only_bot_changes_a_window_reads_reconcile_the_window() {
     let reconciles = "iq720_operator_reconciliations_total{controller=\"maintenancewindow\"}";
     let before = op.metric(reconciles).await;
     for i in 0..20 {
-        bots(&e)
-            .patch(
-                "t",
-                &PatchParams::default(),
-                &Patch::Merge(
-                    json!({"metadata": {"annotations": {"example.com/note": i.to_string()}}}),
-                ),
-            )
-            .await
-            .unwrap();
+        annotate_bot(&e, "t", "example.com/note", &i.to_string()).await;
     }
     // The label change comes after every annotation in the watch: once the window
     // shows it, the operator has seen them all.
-    bots(&e)
-        .patch(
-            "t",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"tier": "dev"}}})),
-        )
-        .await
-        .unwrap();
+    patch_bot(&e, "t", json!({"metadata": {"labels": {"tier": "dev"}}})).await;
     wait_window(
         &e,
         "sel",

@@ -162,20 +162,7 @@ async fn bot_lifecycle_pause_reload_emergency_stop_and_delete() {
 
     // 5. emergency stop: flat, halted, replicas 0 — with latencies. Wait for open
     // positions first, so that close-all has something to close.
-    let with_positions = wait_bot(
-        &e,
-        "alpha",
-        "open positions",
-        |b| {
-            b.status
-                .as_ref()
-                .and_then(|s| s.open_positions)
-                .unwrap_or(0)
-                > 0
-        },
-        &op,
-    )
-    .await;
+    let with_positions = wait_open_positions(&e, "alpha", &op).await;
     let open_before = with_positions.status.unwrap().open_positions.unwrap();
     let t0 = Instant::now();
     merge_patch(&e, "alpha", json!({"emergencyStop": true})).await;

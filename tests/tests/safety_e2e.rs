@@ -290,20 +290,7 @@ async fn foreground_deletion_closes_positions_and_a_recreated_bot_trades() {
     apply_yaml(&client, Some(e.ns.name()), &bot_yaml("fg", ""))
         .await
         .unwrap();
-    wait_bot(
-        &e,
-        "fg",
-        "open positions",
-        |b| {
-            b.status
-                .as_ref()
-                .and_then(|s| s.open_positions)
-                .unwrap_or(0)
-                > 0
-        },
-        &op,
-    )
-    .await;
+    wait_open_positions(&e, "fg", &op).await;
     bots(&e)
         .delete("fg", &kube::api::DeleteParams::foreground())
         .await
@@ -355,20 +342,7 @@ async fn a_repeated_deletion_cleanup_closes_nothing_and_warns_nothing() {
     apply_yaml(&client, Some(e.ns.name()), &bot_yaml("twice", ""))
         .await
         .unwrap();
-    wait_bot(
-        &e,
-        "twice",
-        "open positions",
-        |b| {
-            b.status
-                .as_ref()
-                .and_then(|s| s.open_positions)
-                .unwrap_or(0)
-                > 0
-        },
-        &op,
-    )
-    .await;
+    wait_open_positions(&e, "twice", &op).await;
     // From here only this test acts on the bot; the finalizer holds the deletion.
     op.child.kill().await.unwrap();
     bots(&e)
@@ -413,14 +387,7 @@ async fn a_repeated_deletion_cleanup_closes_nothing_and_warns_nothing() {
         "a bot closed flat was announced as possibly open: {reasons:?}"
     );
     // The finalizer goes as the operator would let it go.
-    bots(&e)
-        .patch(
-            "twice",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
-        .await
-        .unwrap();
+    patch_bot(&e, "twice", json!({"metadata": {"finalizers": null}})).await;
     wait_deleted(&e, "twice", &op).await;
     teardown(e).await;
 }

@@ -144,14 +144,33 @@ pub fn condition(b: &TradingBot, type_: &str) -> Option<String> {
 }
 
 pub async fn merge_patch(e: &Env, name: &str, spec: Value) {
+    patch_bot(e, name, json!({ "spec": spec })).await;
+}
+
+/// A merge patch of the whole TradingBot object (metadata, spec).
+pub async fn patch_bot(e: &Env, name: &str, patch: Value) {
     bots(e)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": spec })),
-        )
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .unwrap();
+}
+
+/// Waits until the bot's status reports open positions.
+pub async fn wait_open_positions(e: &Env, name: &str, op: &Operator) -> TradingBot {
+    wait_bot(
+        e,
+        name,
+        "open positions",
+        |b| {
+            b.status
+                .as_ref()
+                .and_then(|s| s.open_positions)
+                .unwrap_or(0)
+                > 0
+        },
+        op,
+    )
+    .await
 }
 
 pub async fn bot_pod(e: &Env, name: &str) -> Option<Pod> {
@@ -290,12 +309,5 @@ pub async fn bot_db(e: &Env, bot: &str) -> std::path::PathBuf {
 
 /// Sets one annotation on a TradingBot (merge patch).
 pub async fn annotate_bot(e: &Env, name: &str, key: &str, value: &str) {
-    bots(e)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
-        )
-        .await
-        .unwrap();
+    patch_bot(e, name, json!({"metadata": {"annotations": {key: value}}})).await;
 }
